@@ -1,0 +1,336 @@
+"""The HTTP service: ``create_app(settings)`` builds a FastAPI app whose lifespan owns the pooled
+judge client, the few-shot bank, the scorer and (with no judge URL) the embedded vLLM judge.
+
+Every non-2xx answer uses one envelope, ``{"error": {"message", "type", "code"}}``, produced by
+the exception handlers below. ``/health`` is liveness; ``/ready`` checks the judge and the stores.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service import __version__
+from service.embedded import EmbeddedJudge
+from service.errors import ServiceError, UnavailableError, envelope
+from service.fewshot import FewshotBank, SeedBank
+from service.judge import JudgeClient, JudgeError
+from service.metrics import Metrics
+from service.prompts import JudgePrompt
+from service.schemas import ErrorBody, ScoreRequest, ScoreResponse
+from service.scoring import Scorer
+from service.settings import Settings
+
+log = logging.getLogger("eqs_reward.app")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in (
+        (413, "a size limit was exceeded"),
+        (422, "the request breaks the contract"),
+        (503, "the service cannot score now (embedded judge starting)"),
+    )
+}
+
+
+class BodyLimitMiddleware:
+    """Answer 413 for bodies over the limit before anything parses them (pure ASGI: cheap)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._too_large(send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._too_large(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, send: Send) -> None:
+        response = JSONResponse(
+            envelope(
+                413,
+                "payload_too_large",
+                f"request body exceeds the limit of {self.max_bytes} bytes; split the batch",
+            ),
+            status_code=413,
+        )
+        await response({"type": "http"}, _no_receive, send)
+
+
+async def _no_receive() -> Message:  # pragma: no cover - JSONResponse never reads
+    return {"type": "http.disconnect"}
+
+
+class MetricsMiddleware:
+    """Count requests by route template and status, time them, track requests in flight."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        started = time.perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        self.metrics.http_in_flight.inc()
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            self.metrics.http_in_flight.dec()
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            self.metrics.http_requests.labels(template, scope["method"], str(status)).inc()
+            self.metrics.http_latency.labels(template).observe(time.perf_counter() - started)
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    metrics: Metrics = app.state.metrics
+    embedded: EmbeddedJudge | None = None
+    if settings.embedded:
+        embedded = EmbeddedJudge(
+            settings.data_dir,
+            settings.judge_model,
+            settings.embedded_port,
+            kvcache_gib=settings.embedded_kvcache_gib,
+            max_model_len=settings.embedded_max_model_len,
+            start_timeout_s=settings.embedded_start_timeout_s,
+            restart_backoff_max_s=settings.embedded_restart_backoff_max_s,
+            on_restart=metrics.embedded_restarts.inc,
+        )
+        embedded.start()
+    judge = JudgeClient(
+        base_url=settings.effective_judge_url,
+        model=settings.judge_model,
+        api_key=settings.judge_api_key,
+        timeout_s=settings.judge_timeout_s,
+        connect_timeout_s=settings.judge_connect_timeout_s,
+        max_connections=settings.judge_concurrency + 8,
+        max_tokens=settings.judge_max_tokens,
+        top_logprobs=settings.judge_top_logprobs,
+        output_constraint=settings.judge_output_constraint,
+        chat_template_kwargs=settings.judge_chat_template_kwargs,
+        transport=app.state.judge_transport,
+    )
+    bank: FewshotBank = app.state.bank or SeedBank(settings.fewshot_dir)
+    prompt = JudgePrompt.load(settings.prompts_dir, settings.prompt_version)
+    scorer = Scorer(settings, judge, bank, prompt, metrics)
+    active = await bank.active()
+    metrics.fewshot_version.set(active.version)
+    metrics.build.info(
+        {
+            "version": __version__,
+            "judge_model": settings.judge_model,
+            "prompt_version": prompt.version,
+            "embedded_judge": str(settings.embedded).lower(),
+        }
+    )
+    app.state.judge = judge
+    app.state.bank = bank
+    app.state.scorer = scorer
+    app.state.embedded = embedded
+    log.info(
+        "eqs-reward %s serving; judge %s (%s), prompt %s, few-shot version %d",
+        __version__,
+        settings.effective_judge_url,
+        settings.judge_model,
+        prompt.version,
+        active.version,
+    )
+    try:
+        yield
+    finally:
+        await scorer.inflight.drain()
+        await judge.aclose()
+        if embedded is not None:
+            await embedded.stop()
+
+
+def get_scorer(request: Request) -> Scorer:
+    scorer: Scorer = request.app.state.scorer
+    embedded: EmbeddedJudge | None = request.app.state.embedded
+    if embedded is not None and not embedded.ever_ready:
+        raise UnavailableError(
+            "the embedded judge is still starting (about a minute on a CPU); "
+            "poll GET /ready and retry",
+            headers={"Retry-After": "10"},
+        )
+    return scorer
+
+
+def create_app(
+    settings: Settings,
+    *,
+    judge_transport: httpx.AsyncBaseTransport | None = None,
+    bank: FewshotBank | None = None,
+) -> FastAPI:
+    """Build the service. ``judge_transport`` and ``bank`` are injectable for tests."""
+    metrics = Metrics()
+    app = FastAPI(
+        title="eqs-reward",
+        version=__version__,
+        description="QualEQS reward service for RL of e-commerce query suggestion. "
+        "Contract: answerability x factuality x information gain per suggestion, format "
+        "reward, set reward and group disagreement.",
+        lifespan=_lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.judge_transport = judge_transport
+    app.state.bank = bank
+    app.state.embedded = None
+    _install_error_handlers(app)
+
+    @app.post("/v1/score", response_model=ScoreResponse, responses=ERROR_RESPONSES)
+    async def score(body: ScoreRequest, scorer: Scorer = Depends(get_scorer)) -> ScoreResponse:  # noqa: B008
+        """Score groups of suggestions: per-suggestion dimensions and rewards, format reward,
+        set reward and disagreement. Judge failures come back as ``failed`` suggestions."""
+        return await scorer.score(body)
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        """Liveness: 200 while the process serves."""
+        return {"status": "ok"}
+
+    @app.get("/ready", responses={503: {"model": ErrorBody}})
+    async def ready(request: Request) -> JSONResponse:
+        """Readiness: 200 when the judge and the stores answer, else 503 naming what is missing."""
+        checks: dict[str, str] = {}
+        state = request.app.state
+        embedded: EmbeddedJudge | None = state.embedded
+        if embedded is not None and not embedded.ready.is_set():
+            checks["judge"] = f"embedded judge {embedded.state}" + (
+                f" ({embedded.last_error})" if embedded.last_error else ""
+            )
+        else:
+            try:
+                await state.judge.ping()
+                checks["judge"] = "ok"
+            except JudgeError as exc:
+                checks["judge"] = f"unreachable: {exc}"
+        try:
+            await state.bank.ping()
+            checks["fewshot_bank"] = "ok"
+        except Exception as exc:
+            checks["fewshot_bank"] = f"unavailable: {exc}"
+        metrics.judge_up.set(1 if checks["judge"] == "ok" else 0)
+        missing = {name: text for name, text in checks.items() if text != "ok"}
+        if missing:
+            message = "not ready: " + "; ".join(f"{k} {v}" for k, v in missing.items())
+            return JSONResponse(envelope(503, "not_ready", message, checks=checks), status_code=503)
+        return JSONResponse({"status": "ready", "checks": checks})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/fewshot")
+    async def fewshot(request: Request, version: int | None = None) -> dict[str, Any]:
+        """The active few-shot version and its examples (``?version=N`` for another)."""
+        scorer: Scorer = request.app.state.scorer
+        bank_version = await scorer.resolve_version(version)
+        return {
+            "version": bank_version.version,
+            "created_at": bank_version.created_at.isoformat(),
+            "note": bank_version.note,
+            "examples": [e.model_dump(mode="json") for e in bank_version.examples],
+        }
+
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
+        return JSONResponse(
+            envelope(exc.status, exc.type, exc.message, **exc.extra),
+            status_code=exc.status,
+            headers=exc.headers,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for error in exc.errors():
+            location = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+            problems.append(f"{location or 'body'}: {error.get('msg')}")
+        message = "invalid request: " + "; ".join(problems[:10])
+        if len(problems) > 10:
+            message += f"; and {len(problems) - 10} more"
+        return JSONResponse(
+            envelope(422, "invalid_request", message, details=problems[:50]), status_code=422
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(
+            envelope(exc.status_code, kind, str(exc.detail)),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error", exc_info=exc)
+        return JSONResponse(
+            envelope(500, "internal_error", "internal error; see the service log"),
+            status_code=500,
+        )

@@ -1,0 +1,226 @@
+"""``eqs-reward``: serve the reward service, run only the embedded judge, or score a file.
+
+eqs-reward serve [--host H] [--port P]   serve /v1/score (starts the embedded judge when
+                                          EQS_REWARD_JUDGE_URL is unset)
+eqs-reward judge [--port P]              run only the embedded vLLM judge
+eqs-reward score FILE.jsonl [--url U]    score a JSONL file against a running service
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from service import __version__
+from service.settings import Settings
+
+log = logging.getLogger("eqs_reward.cli")
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.app import create_app
+
+    overrides: dict[str, Any] = {}
+    if args.host:
+        overrides["host"] = args.host
+    if args.port is not None:
+        overrides["port"] = args.port
+    settings = Settings(**overrides)
+    _configure_logging(settings.log_level)
+    if settings.embedded:
+        log.info(
+            "no EQS_REWARD_JUDGE_URL: starting the embedded judge (vLLM CPU, SmolLM2-135M) on "
+            "port %d; /v1/score answers 503 until it is ready (about a minute)",
+            settings.embedded_port,
+        )
+    app = create_app(settings)
+    # One worker process per container: scale with replicas (metrics stay single-process).
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def cmd_judge(args: argparse.Namespace) -> int:
+    from service.embedded import EmbeddedJudge
+
+    overrides: dict[str, Any] = {}
+    if args.port is not None:
+        overrides["embedded_port"] = args.port
+    settings = Settings(**overrides)
+    _configure_logging(settings.log_level)
+
+    async def run() -> None:
+        judge = EmbeddedJudge(
+            settings.data_dir,
+            settings.judge_model,
+            settings.embedded_port,
+            kvcache_gib=settings.embedded_kvcache_gib,
+            max_model_len=settings.embedded_max_model_len,
+            start_timeout_s=settings.embedded_start_timeout_s,
+            restart_backoff_max_s=settings.embedded_restart_backoff_max_s,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        judge.start()
+        await asyncio.wait(
+            [asyncio.ensure_future(judge.ready.wait()), asyncio.ensure_future(stop.wait())],
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        if judge.ready.is_set():
+            print(
+                f"embedded judge ready: EQS_REWARD_JUDGE_URL=http://127.0.0.1:"
+                f"{settings.embedded_port}/v1 EQS_REWARD_JUDGE_MODEL={settings.judge_model}",
+                flush=True,
+            )
+        await stop.wait()
+        await judge.stop()
+
+    asyncio.run(run())
+    return 0
+
+
+def _read_items(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise SystemExit(f"{path}:{number}: not JSON: {exc}") from exc
+            if "context" not in row:
+                raise SystemExit(f"{path}:{number}: needs 'context' and 'suggestions'/'completion'")
+            item = {
+                key: row[key]
+                for key in ("id", "context", "suggestions", "completion")
+                if key in row
+            }
+            if "suggestion" in row and "suggestions" not in item:  # a judge_cases row
+                item["suggestions"] = [row["suggestion"]]
+            yield item
+
+
+def _fmt(value: float | None) -> str:
+    return "  -  " if value is None else f"{value:5.3f}"
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    items = list(_read_items(Path(args.file)))
+    if not items:
+        print("no items in the file", file=sys.stderr)
+        return 1
+    options = {"k": args.k, "score_mode": args.mode, "on_failure": "null"}
+    if args.fewshot_version is not None:
+        options["fewshot_version"] = args.fewshot_version
+    results: list[dict[str, Any]] = []
+    meta: dict[str, Any] = {}
+    with httpx.Client(base_url=args.url, timeout=args.timeout) as client:
+        for start in range(0, len(items), args.batch):
+            batch = items[start : start + args.batch]
+            response = client.post("/v1/score", json={"items": batch, "options": options})
+            if response.status_code != 200:
+                try:
+                    message = response.json()["error"]["message"]
+                except (ValueError, KeyError, TypeError):
+                    message = response.text[:300]
+                print(f"error {response.status_code}: {message}", file=sys.stderr)
+                return 2
+            body = response.json()
+            results.extend(body["results"])
+            meta = body["meta"]
+    if args.json:
+        print(json.dumps({"results": results, "meta": meta}, ensure_ascii=False, indent=2))
+        return 0
+    print(
+        f"judge {meta['judge_model']}  prompt {meta['prompt_version']}  "
+        f"few-shot v{meta['fewshot_version']}  mode {meta['score_mode']}"
+    )
+    header = f"{'item':<10} {'sugg':<48} {'ans':>5} {'fac':>5} {'gain':>5} {'r(s)':>5}  status"
+    print(header)
+    print("-" * len(header))
+    for index, (item, result) in enumerate(zip(items, results, strict=True)):
+        label = str(result.get("id") or item.get("id") or index)[:10]
+        for suggestion in result["suggestions"]:
+            text = suggestion["text"].replace("\n", " ")
+            text = text if len(text) <= 46 else text[:45] + "…"
+            status = suggestion["status"]
+            if suggestion.get("reason"):
+                status += f" ({suggestion['reason']})"
+            print(
+                f"{label:<10} {text:<48} {_fmt(suggestion['answerability'])} "
+                f"{_fmt(suggestion['factuality'])} {_fmt(suggestion['information_gain'])} "
+                f"{_fmt(suggestion['reward'])}  {status}"
+            )
+            label = ""
+        print(
+            f"{'':<10} {'set: r_f=' + _fmt(result['format_reward']).strip():<48} "
+            f"{'':>5} {'':>5} {'u_q':>5} {_fmt(result['disagreement'])}  "
+            f"r_q={_fmt(result['reward']).strip()} {result['status']}"
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="eqs-reward", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"eqs-reward {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve the reward API")
+    serve.add_argument("--host", default=None, help="bind address (EQS_REWARD_HOST)")
+    serve.add_argument("--port", type=int, default=None, help="port (EQS_REWARD_PORT)")
+    serve.set_defaults(func=cmd_serve)
+
+    judge = sub.add_parser("judge", help="run only the embedded vLLM judge")
+    judge.add_argument("--port", type=int, default=None, help="EQS_REWARD_EMBEDDED_PORT")
+    judge.set_defaults(func=cmd_judge)
+
+    score = sub.add_parser("score", help="score a JSONL file against a running service")
+    score.add_argument("file", help="JSONL: {context, suggestions|completion|suggestion, id?}")
+    score.add_argument("--url", default="http://127.0.0.1:8000", help="service base URL")
+    score.add_argument("--mode", choices=["binary", "soft"], default="binary")
+    score.add_argument("--k", type=int, default=None, help="expected suggestions per item")
+    score.add_argument("--fewshot-version", type=int, default=None)
+    score.add_argument("--batch", type=int, default=64, help="items per request")
+    score.add_argument("--timeout", type=float, default=300.0)
+    score.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    score.set_defaults(func=cmd_score)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        return int(args.func(args))
+    return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""The QualEQS reward math, as pure functions.
+
+Kept free of I/O and of the web layer so the numbers a trainer sees can be property-tested
+directly (tests/test_rewards.py) and reused by the client, the evaluator and the miner.
+
+- suggestion reward ``r(s) = answerability * factuality * information_gain``
+- format reward ``r_f`` in {0, 1}
+- set reward ``r_q = r_f * mean_i r(s_i)``
+- disagreement ``u_q`` = population variance of the ``r(s_i)``
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+DIMENSIONS: tuple[str, str, str] = ("answerability", "factuality", "information_gain")
+
+_FENCE = re.compile(r"^```[a-zA-Z0-9_-]*\s*\n?(.*?)\n?```$", re.DOTALL)
+_SPACES = re.compile(r"\s+")
+
+
+def suggestion_reward(answerability: float, factuality: float, information_gain: float) -> float:
+    """The product of the three dimension scores: one failed criterion zeroes the suggestion."""
+    return answerability * factuality * information_gain
+
+
+def mean(values: Sequence[float]) -> float:
+    """Arithmetic mean; 0.0 for an empty sequence (a set with nothing in it earns nothing)."""
+    if not values:
+        return 0.0
+    return sum(values) / len(values)
+
+
+def set_reward(format_reward: float, rewards: Sequence[float]) -> float:
+    """``r_q = r_f * mean(r(s_i))``."""
+    return format_reward * mean(rewards)
+
+
+def disagreement(rewards: Sequence[float]) -> float:
+    """Population variance ``(1/k) * sum (r_i - mean)^2``, the hard-query mining signal.
+
+    Computed in two passes (mean first) so it never goes negative through cancellation.
+    """
+    if not rewards:
+        return 0.0
+    mu = mean(rewards)
+    return sum((r - mu) ** 2 for r in rewards) / len(rewards)
+
+
+def fold(text: str) -> str:
+    """Case, space and punctuation folding used to detect duplicate suggestions."""
+    normalised = unicodedata.normalize("NFKC", text).casefold()
+    kept = "".join(
+        ch if not unicodedata.category(ch).startswith(("P", "S")) else " " for ch in normalised
+    )
+    return _SPACES.sub(" ", kept).strip()
+
+
+def normalise_text(text: str) -> str:
+    """Whitespace normalisation applied before judging and cache keying."""
+    return _SPACES.sub(" ", unicodedata.normalize("NFC", text)).strip()
+
+
+def whitespace_tokens(text: str) -> int:
+    return len(text.split())
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedCompletion:
+    """What a raw policy completion held.
+
+    ``suggestions`` are the string options found (possibly recovered from a sloppy completion so
+    they can still be judged and logged); ``well_formed`` says whether the completion itself met
+    the format (nothing but a ``{"options": [...]}`` object of strings, optionally fenced).
+    """
+
+    suggestions: list[str]
+    well_formed: bool
+    problem: str | None = None
+
+
+def parse_completion(text: str) -> ParsedCompletion:
+    """Parse a policy's raw text into its options.
+
+    Accepts ``{"options": [...]}``, optionally inside a Markdown code fence. Anything else around
+    the object (prose, a second object) makes it not well formed, but the first options object
+    found is still returned so its suggestions can be judged.
+    """
+    stripped = text.strip()
+    fenced = _FENCE.match(stripped)
+    body = fenced.group(1).strip() if fenced else stripped
+    try:
+        value = json.loads(body)
+        exact = True
+    except json.JSONDecodeError:
+        value, exact = _first_json_object(body), False
+    if not isinstance(value, dict):
+        return ParsedCompletion([], False, "completion is not a JSON object with 'options'")
+    options = value.get("options")
+    if not isinstance(options, list):
+        return ParsedCompletion([], False, "'options' is missing or not a list")
+    strings = [o for o in options if isinstance(o, str)]
+    if len(strings) != len(options):
+        return ParsedCompletion(strings, False, "every option must be a string")
+    if not exact:
+        return ParsedCompletion(strings, False, "text around the options object")
+    return ParsedCompletion(strings, True)
+
+
+def _first_json_object(text: str) -> object:
+    decoder = json.JSONDecoder()
+    for start in (m.start() for m in re.finditer(r"\{", text)):
+        try:
+            value, _ = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict) and "options" in value:
+            return value
+    return None
+
+
+def format_problem(
+    suggestions: Sequence[str], k: int | None, max_tokens: int, well_formed: bool = True
+) -> str | None:
+    """Why a suggestion set breaks the format rules, or None when it is well formed."""
+    if not well_formed:
+        return "completion is not a well-formed options object"
+    if k is not None and len(suggestions) != k:
+        return f"expected exactly {k} suggestions, got {len(suggestions)}"
+    if not suggestions:
+        return "no suggestions"
+    seen: set[str] = set()
+    for index, text in enumerate(suggestions):
+        if not text.strip():
+            return f"suggestion {index} is empty"
+        if whitespace_tokens(text) > max_tokens:
+            return f"suggestion {index} has more than {max_tokens} tokens"
+        key = fold(text)
+        if key in seen:
+            return f"suggestion {index} repeats an earlier one"
+        seen.add(key)
+    return None
+
+
+def format_reward(
+    suggestions: Sequence[str], k: int | None, max_tokens: int, well_formed: bool = True
+) -> float:
+    """1.0 when the set is well formed (see ``format_problem``), else 0.0."""
+    return 0.0 if format_problem(suggestions, k, max_tokens, well_formed) else 1.0

@@ -1,0 +1,109 @@
+"""Typed settings, read from the environment with the ``EQS_REWARD_`` prefix (or a ``.env`` file).
+
+Nothing here is created at import time: ``create_app`` and the CLI build a ``Settings`` when they
+start, and tests build their own.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "eqs-reward"
+
+
+def _project_dir(name: str) -> Path:
+    """Locate a top-level folder shipped beside the package (``prompts/``, ``fewshot_bank/``)."""
+    return Path(__file__).resolve().parent.parent / name
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set. Field names map to ``EQS_REWARD_<NAME>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="EQS_REWARD_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # --- judge -----------------------------------------------------------------------------
+    judge_url: str | None = Field(
+        default=None,
+        description="OpenAI-compatible base URL (…/v1). Unset: start the embedded judge.",
+    )
+    judge_model: str = Field(default="smollm2-135m-instruct", description="model name sent")
+    judge_api_key: str | None = Field(default=None, description="bearer key for the judge, if any")
+    judge_timeout_s: float = Field(default=30.0, gt=0, description="one judge call's timeout")
+    judge_connect_timeout_s: float = Field(default=5.0, gt=0)
+    judge_max_retries: int = Field(default=3, ge=0, le=10, description="retries after a failure")
+    judge_backoff_initial_s: float = Field(default=0.25, ge=0)
+    judge_backoff_max_s: float = Field(default=4.0, ge=0)
+    judge_concurrency: int = Field(
+        default=32, ge=1, description="judge calls in flight at once (vLLM batches them)"
+    )
+    judge_max_tokens: int = Field(default=24, ge=8)
+    judge_top_logprobs: int = Field(default=10, ge=1, le=20)
+    judge_output_constraint: Literal["regex", "json_schema", "none"] = Field(
+        default="regex",
+        description="regex: vLLM structured_outputs (compact, fast); json_schema: response_format "
+        "for other OpenAI-compatible servers; none: free text parsed leniently",
+    )
+    judge_chat_template_kwargs: dict[str, Any] | None = Field(
+        default=None, description='e.g. {"enable_thinking": false} for Qwen3'
+    )
+    prompt_version: str = Field(default="qualeqs-v1")
+    prompts_dir: Path = Field(default_factory=lambda: _project_dir("prompts"))
+    fewshot_dir: Path = Field(default_factory=lambda: _project_dir("fewshot_bank"))
+
+    # --- embedded judge ----------------------------------------------------------------------
+    embedded_port: int = Field(default=8011, ge=1, le=65535)
+    embedded_kvcache_gib: int = Field(default=2, ge=1)
+    embedded_max_model_len: int = Field(default=4096, ge=512)
+    embedded_start_timeout_s: float = Field(default=600.0, gt=0)
+    embedded_restart_backoff_max_s: float = Field(default=30.0, gt=0)
+
+    # --- requests ----------------------------------------------------------------------------
+    request_deadline_s: float = Field(default=120.0, gt=0, description="whole-request deadline")
+    max_items: int = Field(default=256, ge=1)
+    max_suggestions_per_item: int = Field(default=16, ge=1)
+    max_text_chars: int = Field(default=1000, ge=1)
+    max_history_turns: int = Field(default=20, ge=0)
+    max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    default_k: int = Field(default=3, ge=1)
+    max_suggestion_tokens: int = Field(default=30, ge=1)
+
+    # --- cache -------------------------------------------------------------------------------
+    cache_max_entries: int = Field(default=100_000, ge=0, description="in-process LRU size")
+    redis_url: str | None = None
+
+    # --- admin and storage -------------------------------------------------------------------
+    admin_token: str | None = None
+    data_dir: Path = Field(default_factory=_default_data_dir)
+
+    # --- serving -----------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("judge_url")
+    @classmethod
+    def _strip_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        return value.strip().rstrip("/")
+
+    @property
+    def embedded(self) -> bool:
+        """True when the service owns its judge (no URL configured)."""
+        return self.judge_url is None
+
+    @property
+    def effective_judge_url(self) -> str:
+        if self.judge_url is not None:
+            return self.judge_url
+        return f"http://127.0.0.1:{self.embedded_port}/v1"

@@ -1,0 +1,151 @@
+"""Shared fixtures: settings pointing at a stub judge, an app with the stub injected in-process,
+and helpers to run real servers (stub judge, the service) as subprocesses on free ports."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.settings import Settings
+from service.stub_judge import StubJudge
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float, ok: tuple[int, ...] = (200,)) -> None:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(url, timeout=2.0)
+            if response.status_code in ok:
+                return
+            last = response.status_code
+        except httpx.HTTPError as exc:
+            last = exc
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} not up after {timeout}s (last: {last!r})")
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "judge_url": "http://stub-judge/v1",
+        "judge_model": "stub",
+        "data_dir": tmp_path,
+        "judge_backoff_initial_s": 0.01,
+        "judge_backoff_max_s": 0.05,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def stub() -> StubJudge:
+    return StubJudge()
+
+
+@pytest.fixture
+def make_client(tmp_path: Path, stub: StubJudge) -> Iterator[Any]:
+    """Factory: a TestClient over an app whose judge is the in-process stub."""
+    clients: list[TestClient] = []
+
+    def factory(**overrides: Any) -> TestClient:
+        settings = make_settings(tmp_path, **overrides)
+        app = create_app(settings, judge_transport=httpx.ASGITransport(app=stub.app()))
+        client = TestClient(app)
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield factory
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client: Any) -> TestClient:
+    return make_client()  # type: ignore[no-any-return]
+
+
+class ServerProcess:
+    """A subprocess serving HTTP on a port; stopped (process group and all) at teardown."""
+
+    def __init__(self, argv: list[str], port: int, env: dict[str, str], log: Path) -> None:
+        self.argv, self.port, self.env, self.log = argv, port, env, log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ServerProcess:
+        with open(self.log, "ab") as out:
+            self.process = subprocess.Popen(
+                self.argv, stdout=out, stderr=subprocess.STDOUT, env=self.env,
+                start_new_session=True, cwd=ROOT,
+            )
+        return self
+
+    def kill(self, sig: int = 9) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, 15)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, 9)
+                self.process.wait(timeout=10)
+
+
+def service_env(**values: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EQS_REWARD_")}
+    env.update(values)
+    return env
+
+
+def stub_judge_process(tmp_path: Path, port: int | None = None) -> ServerProcess:
+    port = port or free_port()
+    argv = [sys.executable, "-m", "service.stub_judge", "--port", str(port)]
+    return ServerProcess(argv, port, service_env(), tmp_path / f"stub-{port}.log")
+
+
+def service_process(tmp_path: Path, **env: str) -> ServerProcess:
+    port = free_port()
+    argv = [sys.executable, "-m", "service.cli", "serve", "--port", str(port)]
+    values = {"EQS_REWARD_DATA_DIR": str(tmp_path / "data"), **env}
+    return ServerProcess(argv, port, service_env(**values), tmp_path / f"service-{port}.log")
+
+
+def score_body(*items: dict[str, Any], **options: Any) -> dict[str, Any]:
+    return {"items": list(items), "options": options}
+
+
+def item(query: str, *suggestions: str, **extra: Any) -> dict[str, Any]:
+    return {"context": {"query": query}, "suggestions": list(suggestions), **extra}
+
+
+GOOD = "Which blenders under $80 can crush ice?"
+GOOD2 = "Are there glass jar blenders with 1000 W motors?"
+SHORT = "Any blenders?"
