@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +24,6 @@ from tenacity import (
     RetryCallState,
     retry_if_exception,
     stop_after_attempt,
-    wait_exponential_jitter,
 )
 
 from service.prompts import VERDICT_KEYS, VERDICT_REGEX
@@ -287,6 +287,12 @@ class RetryPolicy:
     initial_s: float = 0.25
     max_s: float = 4.0
 
+    def backoff(self, state: RetryCallState) -> float:
+        """``initial * 2**(n-1)`` capped at ``max``, scaled by a random factor in [0.5, 1]
+        ("equal jitter"): retries of many suggestions that failed together spread out."""
+        base = min(self.max_s, self.initial_s * 2 ** (state.attempt_number - 1))
+        return base * random.uniform(0.5, 1.0)
+
 
 async def grade_with_retries(
     client: JudgeClient,
@@ -309,7 +315,7 @@ async def grade_with_retries(
 
     retrying = AsyncRetrying(
         stop=stop_after_attempt(policy.max_retries + 1),
-        wait=wait_exponential_jitter(initial=policy.initial_s, max=policy.max_s),
+        wait=policy.backoff,
         retry=retry_if_exception(lambda exc: isinstance(exc, JudgeError) and exc.retryable),
         before_sleep=_before_sleep,
         reraise=True,
