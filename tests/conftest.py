@@ -99,8 +99,12 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         with open(self.log, "ab") as out:
             self.process = subprocess.Popen(
-                self.argv, stdout=out, stderr=subprocess.STDOUT, env=self.env,
-                start_new_session=True, cwd=ROOT,
+                self.argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                start_new_session=True,
+                cwd=ROOT,
             )
         return self
 

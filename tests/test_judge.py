@@ -81,7 +81,9 @@ async def test_json_schema_constraint_for_other_servers() -> None:
 def test_parse_verdict_variants() -> None:
     assert parse_verdict('{"a":1,"f":1,"i":0}') == {"a": 1, "f": 1, "i": 0}
     assert parse_verdict(' {"answerability": true, "factuality": 0, "information_gain": 1} ') == {
-        "a": 1, "f": 0, "i": 1,
+        "a": 1,
+        "f": 0,
+        "i": 1,
     }
     for bad in ["", "yes", '{"a":2,"f":1,"i":1}', '{"a":1}', "[1,1,1]"]:
         with pytest.raises(JudgeOutputError):
@@ -97,9 +99,20 @@ def _lp(token: str, probs: dict[str, float] | None = None) -> dict[str, Any]:
 
 def test_soft_scores_renormalise_over_the_two_digits() -> None:
     tokens = [
-        _lp('{"'), _lp("a"), _lp('":'), _lp("1", {"1": 0.6, "0": 0.2, "<x>": 0.2}),
-        _lp(',"'), _lp("f"), _lp('":'), _lp("0", {"0": 0.9, "1": 0.1}),
-        _lp(',"'), _lp("i"), _lp('":'), _lp("1", {"1": 0.5, "0": 0.5}), _lp("}"), _lp("<|im_end|>"),
+        _lp('{"'),
+        _lp("a"),
+        _lp('":'),
+        _lp("1", {"1": 0.6, "0": 0.2, "<x>": 0.2}),
+        _lp(',"'),
+        _lp("f"),
+        _lp('":'),
+        _lp("0", {"0": 0.9, "1": 0.1}),
+        _lp(',"'),
+        _lp("i"),
+        _lp('":'),
+        _lp("1", {"1": 0.5, "0": 0.5}),
+        _lp("}"),
+        _lp("<|im_end|>"),
     ]
     scores = soft_scores('{"a":1,"f":0,"i":1}', tokens, {"a": 1, "f": 0, "i": 1})
     assert scores["answerability"] == pytest.approx(0.75)
@@ -109,8 +122,12 @@ def test_soft_scores_renormalise_over_the_two_digits() -> None:
 
 def test_soft_scores_with_merged_tokens_and_missing_alternatives() -> None:
     tokens = [
-        _lp('{"a":'), _lp('1,"', {'1,"': 0.8, '0,"': 0.2}), _lp('f":'), _lp("1", None),
-        _lp(',"i":'), _lp("0}", {"0}": 0.3, "1}": 0.7}),
+        _lp('{"a":'),
+        _lp('1,"', {'1,"': 0.8, '0,"': 0.2}),
+        _lp('f":'),
+        _lp("1", None),
+        _lp(',"i":'),
+        _lp("0}", {"0}": 0.3, "1}": 0.7}),
     ]
     scores = soft_scores('{"a":1,"f":1,"i":0}', tokens, {"a": 1, "f": 1, "i": 0})
     assert scores["answerability"] == pytest.approx(0.8)

@@ -71,7 +71,7 @@ def test_context_fields_are_escaped_too(prompt: JudgePrompt) -> None:
 
 
 def test_escape_is_a_json_literal() -> None:
-    for text in ['plain', 'quote " and \\ backslash', "<tag> & more", "emoji 🛒 ñ"]:
+    for text in ["plain", 'quote " and \\ backslash', "<tag> & more", "emoji 🛒 ñ"]:
         assert json.loads(escape_untrusted(text)) == text
 
 

@@ -44,7 +44,9 @@ def test_empty_set_earns_nothing() -> None:
 
 
 @given(unit, unit, unit)
-def test_product_in_unit_interval_and_bounded_by_each_dimension(a: float, f: float, i: float) -> None:
+def test_product_in_unit_interval_and_bounded_by_each_dimension(
+    a: float, f: float, i: float
+) -> None:
     r = suggestion_reward(a, f, i)
     assert 0.0 <= r <= min(a, f, i) + 1e-12
 
