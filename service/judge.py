@@ -291,7 +291,7 @@ class RetryPolicy:
         """``initial * 2**(n-1)`` capped at ``max``, scaled by a random factor in [0.5, 1]
         ("equal jitter"): retries of many suggestions that failed together spread out."""
         attempt: int = state.attempt_number
-        base = min(self.max_s, self.initial_s * 2 ** (attempt - 1))
+        base: float = min(self.max_s, self.initial_s * 2.0 ** (attempt - 1))
         return base * random.uniform(0.5, 1.0)
 
 

@@ -1,0 +1,163 @@
+"""The judge path against the real thing: ``eqs-reward serve`` with no judge URL starts vLLM's CPU
+server with SmolLM2-135M as a child, and scores through it. Started once for this module."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, ServerProcess, free_port, service_process, wait_http
+
+pytestmark = pytest.mark.vllm
+
+README_BODY = {
+    "items": [
+        {
+            "id": "router-1",
+            "context": {"query": "I want to buy a router"},
+            "suggestions": [
+                "Do you have TP-Link routers under $100 that support Wi-Fi 6?",
+                "What kind of router do you want to buy?",
+                "Is there a router that gives 10 Gbps over 3G?",
+            ],
+        },
+        {
+            "id": "flowers-1",
+            "context": {"query": "flowers"},
+            "completion": '{"options": ["Which flowers are good gifts for elderly parents?", '
+            '"Roses under $30 delivered tomorrow?", "Will it rain tomorrow?"]}',
+        },
+    ],
+    "options": {"k": 3, "score_mode": "binary"},
+}
+
+
+def data_dir() -> Path:
+    """Persistent across test sessions so the model is prepared once per machine."""
+    return Path(os.environ.get("EQS_REWARD_TEST_DATA_DIR", ROOT / ".eqs-reward" / "test-data"))
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    tmp = tmp_path_factory.mktemp("embedded")
+    judge_port = free_port()
+    service = service_process(
+        tmp,
+        EQS_REWARD_DATA_DIR=str(data_dir()),
+        EQS_REWARD_EMBEDDED_PORT=str(judge_port),
+        EQS_REWARD_EMBEDDED_RESTART_BACKOFF_MAX_S="2",
+        EQS_REWARD_JUDGE_BACKOFF_INITIAL_S="0.1",
+    ).start()
+    service.judge_port = judge_port  # type: ignore[attr-defined]
+    try:
+        wait_http(service.url + "/health", 60)
+        # Before the judge is up, scoring answers 503 with Retry-After (not failed results).
+        early = httpx.post(service.url + "/v1/score", json=README_BODY, timeout=30)
+        assert early.status_code == 503, early.text
+        assert early.headers["retry-after"] and early.json()["error"]["type"] == "unavailable"
+        wait_http(service.url + "/ready", 900)
+        yield service
+    finally:
+        service.stop()
+        log = service.log.read_text(errors="replace")[-3000:]
+        print(log)
+    # The child went down with the service.
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{judge_port}/health", timeout=2)
+
+
+def metric(url: str, name: str) -> float:
+    text = httpx.get(url + "/metrics").text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and not line.startswith("#"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_readme_example_is_graded_by_the_real_judge(embedded: ServerProcess) -> None:
+    response = httpx.post(embedded.url + "/v1/score", json=README_BODY, timeout=120)
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert data["meta"]["judge_model"] == "smollm2-135m-instruct"
+    assert data["meta"]["prompt_version"] == "qualeqs-v1"
+    assert [r["id"] for r in data["results"]] == ["router-1", "flowers-1"]
+    for result in data["results"]:
+        assert result["status"] == "ok" and result["format_reward"] == 1.0
+        rewards = [s["reward"] for s in result["suggestions"]]
+        assert len(rewards) == 3
+        for suggestion in result["suggestions"]:
+            for dimension in ("answerability", "factuality", "information_gain"):
+                assert suggestion[dimension] in (0.0, 1.0)
+        mean = sum(rewards) / 3
+        assert result["reward"] == pytest.approx(mean)
+        assert result["disagreement"] == pytest.approx(sum((r - mean) ** 2 for r in rewards) / 3)
+
+
+def test_soft_scores_come_from_real_logprobs(embedded: ServerProcess) -> None:
+    body = {**README_BODY, "options": {"k": 3, "score_mode": "soft"}}
+    response = httpx.post(embedded.url + "/v1/score", json=body, timeout=120)
+    assert response.status_code == 200
+    values = [
+        s[d]
+        for r in response.json()["results"]
+        for s in r["suggestions"]
+        for d in ("answerability", "factuality", "information_gain")
+    ]
+    assert all(0.0 <= v <= 1.0 for v in values)
+    assert any(0.0 < v < 1.0 for v in values), values  # probabilities, not hard verdicts
+
+
+def test_repeated_suggestions_cost_one_real_judge_call_each(embedded: ServerProcess) -> None:
+    before = metric(embedded.url, "eqs_reward_judge_calls_total")
+    group = [
+        "Any cordless drills under $60 with two batteries?",
+        "Which drills have a hammer mode for concrete?",
+        "Do you sell a drill that runs forever without charging?",
+    ]
+    items = [{"context": {"query": "power drill"}, "suggestions": group} for _ in range(8)]
+    response = httpx.post(embedded.url + "/v1/score", json={"items": items}, timeout=300)
+    assert response.status_code == 200
+    assert all(r["status"] == "ok" for r in response.json()["results"])
+    assert metric(embedded.url, "eqs_reward_judge_calls_total") - before == 3
+
+
+def _vllm_child_pid(judge_port: int) -> int:
+    out = subprocess.run(
+        ["pgrep", "-f", f"vllm.entrypoints.openai.api_server.*--port {judge_port}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    assert out, "no vLLM child found"
+    return int(out[0])
+
+
+def test_dead_judge_gives_failed_results_then_is_restarted(embedded: ServerProcess) -> None:
+    judge_port: int = embedded.judge_port  # type: ignore[attr-defined]
+    pid = _vllm_child_pid(judge_port)
+    os.killpg(pid, signal.SIGKILL)  # the child and its engine process: a crash
+    body = {
+        "items": [{"context": {"query": "tent"}, "suggestions": ["4-person tents under $150?"]}],
+        "options": {"k": 1},
+    }
+    response = httpx.post(embedded.url + "/v1/score", json=body, timeout=120)
+    assert response.status_code == 200
+    result = response.json()["results"][0]
+    assert result["status"] == "failed" and result["suggestions"][0]["status"] == "failed"
+    ready = httpx.get(embedded.url + "/ready", timeout=30)
+    assert ready.status_code == 503 and "judge" in ready.json()["error"]["message"]
+    # The service restarts its judge by itself; scoring resumes without restarting the service.
+    wait_http(embedded.url + "/ready", 900)
+    assert _vllm_child_pid(judge_port) != pid
+    response = httpx.post(embedded.url + "/v1/score", json=body, timeout=120)
+    assert response.json()["results"][0]["status"] == "ok"
+    assert metric(embedded.url, "eqs_reward_embedded_judge_restarts_total") >= 1
+    assert re.search(r"embedded judge died", embedded.log.read_text(errors="replace"))
