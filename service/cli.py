@@ -31,6 +31,8 @@ def _configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # One line per judge call drowns the log at training rates; failures are logged by us.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
