@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import redis.asyncio
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -21,9 +22,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__
+from service.api_fewshot import router as fewshot_router
+from service.bank import BankStore, RedisBankStore, SQLiteBankStore
 from service.embedded import EmbeddedJudge
 from service.errors import ServiceError, UnavailableError, envelope
-from service.fewshot import FewshotBank, SeedBank
+from service.fewshot import load_seed_examples
 from service.judge import JudgeClient, JudgeError
 from service.metrics import Metrics
 from service.prompts import JudgePrompt
@@ -167,7 +170,14 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         chat_template_kwargs=settings.judge_chat_template_kwargs,
         transport=app.state.judge_transport,
     )
-    bank: FewshotBank = app.state.bank or SeedBank(settings.fewshot_dir)
+    redis_client = (
+        redis.asyncio.Redis.from_url(settings.redis_url, socket_timeout=2.0)
+        if settings.redis_url
+        else None
+    )
+    app.state.redis = redis_client
+    bank: BankStore = app.state.bank or open_store(settings, redis_client)
+    await bank.init(load_seed_examples(settings.fewshot_dir))
     prompt = JudgePrompt.load(settings.prompts_dir, settings.prompt_version)
     scorer = Scorer(settings, judge, bank, prompt, metrics)
     active = await bank.active()
@@ -197,8 +207,20 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         await scorer.inflight.drain()
         await judge.aclose()
+        await bank.close()
+        if redis_client is not None:
+            await redis_client.aclose()
         if embedded is not None:
             await embedded.stop()
+
+
+def open_store(settings: Settings, redis_client: redis.asyncio.Redis | None) -> BankStore:
+    """The configured few-shot store: SQLite in the data dir, or Redis shared by replicas."""
+    if settings.fewshot_store == "redis":
+        if redis_client is None:
+            raise RuntimeError("EQS_REWARD_FEWSHOT_STORE=redis needs EQS_REWARD_REDIS_URL")
+        return RedisBankStore(redis_client, prefix=settings.redis_key_prefix + "fewshot:")
+    return SQLiteBankStore(settings.data_dir / "fewshot.sqlite3")
 
 
 def get_scorer(request: Request) -> Scorer:
@@ -217,7 +239,7 @@ def create_app(
     settings: Settings,
     *,
     judge_transport: httpx.AsyncBaseTransport | None = None,
-    bank: FewshotBank | None = None,
+    bank: BankStore | None = None,
 ) -> FastAPI:
     """Build the service. ``judge_transport`` and ``bank`` are injectable for tests."""
     metrics = Metrics()
@@ -279,18 +301,7 @@ def create_app(
     async def metrics_endpoint() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/v1/fewshot")
-    async def fewshot(request: Request, version: int | None = None) -> dict[str, Any]:
-        """The active few-shot version and its examples (``?version=N`` for another)."""
-        scorer: Scorer = request.app.state.scorer
-        bank_version = await scorer.resolve_version(version)
-        return {
-            "version": bank_version.version,
-            "created_at": bank_version.created_at.isoformat(),
-            "note": bank_version.note,
-            "examples": [e.model_dump(mode="json") for e in bank_version.examples],
-        }
-
+    app.include_router(fewshot_router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

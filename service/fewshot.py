@@ -1,8 +1,8 @@
 """The few-shot bank: labeled judge cases shown to the judge before the case it grades.
 
 Every bank state is an immutable, numbered version. This module holds the example model, the
-seed loader and the read interface the scorer uses (``FewshotBank``); the seed bank serves the
-JSONL files of ``fewshot_bank/`` as version 1.
+seed loader (``fewshot_bank/*.jsonl``, version 1) and the read interface the scorer uses
+(``FewshotBank``); the stores are in ``service.bank``.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class Example(ExampleIn):
 
 def make_example(data: ExampleIn, created_at: datetime | None = None) -> Example:
     return Example(
-        **data.model_dump(),
+        **data.model_dump(include=set(ExampleIn.model_fields)),
         id=data.content_id(),
         created_at=created_at or datetime.now(UTC),
     )
@@ -123,23 +123,3 @@ def load_seed_examples(folder: Path) -> list[Example]:
 def dimension_failures(examples: tuple[Example, ...] | list[Example]) -> dict[str, int]:
     """How many examples fail each dimension (a bank must show the judge every kind of failure)."""
     return {d: sum(1 for e in examples if getattr(e.labels, d) == 0) for d in DIMENSIONS}
-
-
-class SeedBank:
-    """The seed files as a single read-only version 1."""
-
-    def __init__(self, folder: Path) -> None:
-        examples = tuple(load_seed_examples(folder))
-        created = datetime(2026, 1, 1, tzinfo=UTC)
-        self._version = BankVersion(1, examples, created, note="seed")
-
-    async def active(self) -> BankVersion:
-        return self._version
-
-    async def get(self, version: int) -> BankVersion:
-        if version != self._version.version:
-            raise VersionNotFoundError(f"few-shot version {version} does not exist")
-        return self._version
-
-    async def ping(self) -> None:
-        return None

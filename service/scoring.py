@@ -13,6 +13,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from service.bank import select_examples
 from service.cache import LRUCache, Scores, SingleFlight, normalise_context, score_key
 from service.errors import InvalidRequestError, PayloadTooLargeError
 from service.fewshot import BankVersion, FewshotBank, VersionNotFoundError
@@ -132,7 +133,9 @@ class Scorer:
 
     async def resolve_version(self, pinned: int | None) -> BankVersion:
         if pinned is None:
-            return await self.bank.active()
+            active = await self.bank.active()
+            self.metrics.fewshot_version.set(active.version)
+            return active
         try:
             return await self.bank.get(pinned)
         except VersionNotFoundError as exc:
@@ -235,7 +238,8 @@ class Scorer:
         prefix = self._prefix.get(bank_version.version)
         if prefix is None:
             probe = Context(query="-")
-            prefix = self.prompt.messages(bank_version.examples, probe, "-")[:-1]
+            examples = select_examples(bank_version.examples, self.settings.fewshot_token_budget)
+            prefix = self.prompt.messages(examples, probe, "-")[:-1]
             if len(self._prefix) > 16:
                 self._prefix.clear()
             self._prefix[bank_version.version] = prefix

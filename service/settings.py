@@ -81,6 +81,17 @@ class Settings(BaseSettings):
     cache_max_entries: int = Field(default=100_000, ge=0, description="in-process LRU size")
     redis_url: str | None = None
 
+    # --- few-shot bank -----------------------------------------------------------------------
+    fewshot_store: Literal["sqlite", "redis"] = Field(
+        default="sqlite",
+        description="sqlite: a file in data_dir (one replica); redis: shared by replicas",
+    )
+    fewshot_token_budget: int = Field(
+        default=4000, ge=0, description="prompt tokens for examples; 0: no limit"
+    )
+    fewshot_max_examples_per_add: int = Field(default=100, ge=1)
+    redis_key_prefix: str = Field(default="eqs-reward:")
+
     # --- admin and storage -------------------------------------------------------------------
     admin_token: str | None = None
     data_dir: Path = Field(default_factory=_default_data_dir)

@@ -135,8 +135,8 @@ def stub_judge_process(tmp_path: Path, port: int | None = None) -> ServerProcess
     return ServerProcess(argv, port, service_env(), tmp_path / f"stub-{port}.log")
 
 
-def service_process(tmp_path: Path, **env: str) -> ServerProcess:
-    port = free_port()
+def service_process(tmp_path: Path, port: int | None = None, **env: str) -> ServerProcess:
+    port = port or free_port()
     argv = [sys.executable, "-m", "service.cli", "serve", "--port", str(port)]
     values = {"EQS_REWARD_DATA_DIR": str(tmp_path / "data"), **env}
     return ServerProcess(argv, port, service_env(**values), tmp_path / f"service-{port}.log")
@@ -153,3 +153,65 @@ def item(query: str, *suggestions: str, **extra: Any) -> dict[str, Any]:
 GOOD = "Which blenders under $80 can crush ice?"
 GOOD2 = "Are there glass jar blenders with 1000 W motors?"
 SHORT = "Any blenders?"
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Redis: the machine's on 6379 if it answers, else a redis-server we start."""
+    import redis
+
+    try:
+        redis.Redis(host="127.0.0.1", port=6379, socket_timeout=1).ping()
+        yield "redis://127.0.0.1:6379/0"
+        return
+    except redis.RedisError:
+        pass
+    port = free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(folder),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis(host="127.0.0.1", port=port).ping()
+                break
+            except redis.RedisError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own, deleted afterwards."""
+    import uuid
+
+    import redis
+
+    prefix = f"eqs-test-{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=prefix + "*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()

@@ -322,7 +322,7 @@ def test_fewshot_listing(client: TestClient) -> None:
     data = client.get("/v1/fewshot").json()
     assert data["version"] == 1 and len(data["examples"]) >= 12
     assert data["examples"][0]["id"].startswith("ex-")
-    assert_envelope(client.get("/v1/fewshot", params={"version": 5}), 422)
+    assert_envelope(client.get("/v1/fewshot", params={"version": 5}), 404)
 
 
 def test_openapi_documents_the_error_envelope(client: TestClient) -> None:

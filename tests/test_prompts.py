@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from service.fewshot import SeedBank, dimension_failures, load_seed_examples
+from service.fewshot import dimension_failures, load_seed_examples
 from service.prompts import CONTROL_TOKEN, JudgePrompt, PromptNotFoundError, escape_untrusted
 from service.schemas import Context
 
@@ -36,12 +36,12 @@ def test_seed_bank_does_not_leak_the_dev_cases() -> None:
     assert not dev_suggestions & seed
 
 
-async def test_message_order_keeps_a_shared_prefix(prompt: JudgePrompt) -> None:
-    version = await SeedBank(ROOT / "fewshot_bank").active()
-    first = prompt.messages(version.examples, Context(query="router"), "Any Wi-Fi 6 routers?")
-    second = prompt.messages(version.examples, Context(query="flowers"), "Roses under $30?")
+def test_message_order_keeps_a_shared_prefix(prompt: JudgePrompt) -> None:
+    examples = load_seed_examples(ROOT / "fewshot_bank")
+    first = prompt.messages(examples, Context(query="router"), "Any Wi-Fi 6 routers?")
+    second = prompt.messages(examples, Context(query="flowers"), "Roses under $30?")
     assert first[0]["role"] == "system"
-    assert len(first) == 2 + 2 * len(version.examples)
+    assert len(first) == 2 + 2 * len(examples)
     assert first[:-1] == second[:-1]  # everything but the case is identical
     assert first[-1]["content"].endswith('<suggestion>"Any Wi-Fi 6 routers?"</suggestion>')
     assert first[2]["content"] == '{"a":1,"f":1,"i":1}'
