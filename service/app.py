@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__
 from service.api_fewshot import router as fewshot_router
-from service.bank import BankStore, RedisBankStore, SQLiteBankStore
+from service.bank import BankStore, open_store
 from service.embedded import EmbeddedJudge
 from service.errors import ServiceError, UnavailableError, envelope
 from service.fewshot import load_seed_examples
@@ -155,6 +155,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             start_timeout_s=settings.embedded_start_timeout_s,
             restart_backoff_max_s=settings.embedded_restart_backoff_max_s,
             on_restart=metrics.embedded_restarts.inc,
+            models_dir=settings.models_dir,
         )
         embedded.start()
     judge = JudgeClient(
@@ -212,15 +213,6 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             await redis_client.aclose()
         if embedded is not None:
             await embedded.stop()
-
-
-def open_store(settings: Settings, redis_client: redis.asyncio.Redis | None) -> BankStore:
-    """The configured few-shot store: SQLite in the data dir, or Redis shared by replicas."""
-    if settings.fewshot_store == "redis":
-        if redis_client is None:
-            raise RuntimeError("EQS_REWARD_FEWSHOT_STORE=redis needs EQS_REWARD_REDIS_URL")
-        return RedisBankStore(redis_client, prefix=settings.redis_key_prefix + "fewshot:")
-    return SQLiteBankStore(settings.data_dir / "fewshot.sqlite3")
 
 
 def get_scorer(request: Request) -> Scorer:

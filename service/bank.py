@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from service.fewshot import BankVersion, Example, ExampleIn, VersionNotFoundError, make_example
 from service.rewards import DIMENSIONS
+from service.settings import Settings
 
 
 class StaleVersionError(Exception):
@@ -457,6 +458,32 @@ def _ids(raw: str) -> list[str]:
     # cjson encodes an empty Lua table as an object: "{}".
     value = json.loads(raw)
     return list(value) if isinstance(value, list) else []
+
+
+def open_store(settings: Settings, redis_client: Any | None) -> BankStore:
+    """The configured store: SQLite in the data dir (default), or Redis shared by replicas."""
+    if settings.fewshot_store == "redis":
+        if redis_client is None:
+            raise RuntimeError("EQS_REWARD_FEWSHOT_STORE=redis needs EQS_REWARD_REDIS_URL")
+        return RedisBankStore(redis_client, prefix=settings.redis_key_prefix + "fewshot:")
+    return SQLiteBankStore(settings.data_dir / "fewshot.sqlite3")
+
+
+def read_examples_jsonl(path: Path) -> list[ExampleIn]:
+    """Examples from JSONL (the export format, or hand-written cases); ids and timestamps in
+    the file are ignored, since ids derive from content."""
+    out: list[ExampleIn] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+            raw.pop("id", None)
+            raw.pop("created_at", None)
+            out.append(ExampleIn.model_validate(raw))
+        except ValueError as exc:
+            raise ValueError(f"{path}:{number}: {exc}") from exc
+    return out
 
 
 # --------------------------------------------------------------------------------------------

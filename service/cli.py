@@ -84,6 +84,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
             max_model_len=settings.embedded_max_model_len,
             start_timeout_s=settings.embedded_start_timeout_s,
             restart_backoff_max_s=settings.embedded_restart_backoff_max_s,
+            models_dir=settings.models_dir,
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -188,6 +189,85 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _with_store(settings: Settings, action: Any) -> Any:
+    import redis.asyncio
+
+    from service.bank import open_store
+    from service.fewshot import load_seed_examples
+
+    client = redis.asyncio.Redis.from_url(settings.redis_url) if settings.redis_url else None
+    store = open_store(settings, client)
+    try:
+        await store.init(load_seed_examples(settings.fewshot_dir))
+        return await action(store)
+    finally:
+        await store.close()
+        if client is not None:
+            await client.aclose()
+
+
+def cmd_bank_export(args: argparse.Namespace) -> int:
+    settings = Settings()
+
+    async def action(store: Any) -> Any:
+        return await (store.get(args.version) if args.version else store.active())
+
+    version = asyncio.run(_with_store(settings, action))
+    lines = [e.model_dump_json() for e in version.examples]
+    text = "\n".join(lines) + "\n"
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+        print(f"wrote {len(lines)} examples of version {version.version} to {args.out}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_bank_import(args: argparse.Namespace) -> int:
+    from service.bank import read_examples_jsonl
+
+    settings = Settings()
+    examples = read_examples_jsonl(Path(args.file))
+
+    async def action(store: Any) -> Any:
+        return await store.add(examples, args.note or f"import {Path(args.file).name}")
+
+    result = asyncio.run(_with_store(settings, action))
+    verb = "created version" if result.created else "nothing new; active version stays"
+    print(
+        f"{verb} {result.version}: {len(result.added)} added, "
+        f"{len(result.duplicates)} already present"
+    )
+    return 0
+
+
+def cmd_bank_add(args: argparse.Namespace) -> int:
+    from service.bank import read_examples_jsonl
+
+    token = Settings().admin_token
+    if not token:
+        print("set EQS_REWARD_ADMIN_TOKEN to the service's admin token", file=sys.stderr)
+        return 2
+    examples = [e.model_dump(mode="json") for e in read_examples_jsonl(Path(args.file))]
+    body: dict[str, Any] = {"examples": examples, "note": args.note}
+    if args.expected_version is not None:
+        body["expected_version"] = args.expected_version
+    response = httpx.post(
+        args.url.rstrip("/") + "/v1/fewshot",
+        json=body,
+        timeout=30,
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    if response.status_code >= 300:
+        print(
+            f"error {response.status_code}: {response.json()['error']['message']}", file=sys.stderr
+        )
+        return 2
+    data = response.json()
+    print(f"version {data['version']}: added {data['added']}, already present {data['duplicates']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eqs-reward", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -214,6 +294,23 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--timeout", type=float, default=300.0)
     score.add_argument("--json", action="store_true", help="print JSON instead of a table")
     score.set_defaults(func=cmd_score)
+
+    bank = sub.add_parser("bank", help="the versioned few-shot bank")
+    bank_sub = bank.add_subparsers(dest="bank_command", required=True)
+    export = bank_sub.add_parser("export", help="write a version's examples as JSONL")
+    export.add_argument("--version", type=int, default=None, help="default: the active one")
+    export.add_argument("--out", default=None, help="file (default: stdout)")
+    export.set_defaults(func=cmd_bank_export)
+    imp = bank_sub.add_parser("import", help="add a JSONL file's examples as a new version")
+    imp.add_argument("file")
+    imp.add_argument("--note", default="")
+    imp.set_defaults(func=cmd_bank_import)
+    add = bank_sub.add_parser("add", help="add examples through a running service's API")
+    add.add_argument("file", help="JSONL of examples")
+    add.add_argument("--url", default="http://127.0.0.1:8000")
+    add.add_argument("--note", default="")
+    add.add_argument("--expected-version", type=int, default=None)
+    add.set_defaults(func=cmd_bank_add)
     return parser
 
 

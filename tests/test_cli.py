@@ -1,0 +1,109 @@
+"""The eqs-reward command line: bank export/import against the store, bank add and score against
+a running service (a real process, judged by the stub judge process)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from service.cli import main
+from tests.conftest import ServerProcess, service_process, stub_judge_process, wait_http
+
+TOKEN = "cli-token"
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for key in [k for k in os.environ if k.startswith("EQS_REWARD_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("EQS_REWARD_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    return tmp_path
+
+
+def case(n: int) -> dict[str, object]:
+    return {
+        "context": {"query": "standing desk"},
+        "suggestion": f"Desk number {n} that levitates without legs?",
+        "labels": {"answerability": 1, "factuality": 0, "information_gain": 1},
+        "rationale": "impossible",
+        "source": "online_bad_case",
+    }
+
+
+def test_bank_export_import_round_trip(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cases = env / "cases.jsonl"
+    cases.write_text("\n".join(json.dumps(case(n)) for n in range(3)) + "\n")
+    assert main(["bank", "import", str(cases), "--note", "from prod"]) == 0
+    assert "created version 2: 3 added" in capsys.readouterr().out
+    assert main(["bank", "import", str(cases)]) == 0  # idempotent
+    assert "nothing new" in capsys.readouterr().out
+    out = env / "v2.jsonl"
+    assert main(["bank", "export", "--out", str(out)]) == 0
+    assert "wrote 23 examples of version 2" in capsys.readouterr().out
+    exported = [json.loads(line) for line in out.read_text().splitlines()]
+    assert exported[-1]["suggestion"] == case(2)["suggestion"] and "id" in exported[-1]
+    assert main(["bank", "export", "--version", "1"]) == 0
+    seed_lines = capsys.readouterr().out.strip().splitlines()
+    assert len(seed_lines) == len(exported) - 3
+    # Moving to another environment: the export imports as one more version, nothing twice.
+    other = env / "other"
+    other.mkdir()
+    monkeypatch.setenv("EQS_REWARD_DATA_DIR", str(other))
+    assert main(["bank", "import", str(out)]) == 0
+    assert "created version 2: 3 added" in capsys.readouterr().out
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[ServerProcess]:
+    judge = stub_judge_process(tmp_path).start()
+    service = service_process(
+        tmp_path,
+        EQS_REWARD_JUDGE_URL=judge.url + "/v1",
+        EQS_REWARD_JUDGE_MODEL="stub",
+        EQS_REWARD_ADMIN_TOKEN=TOKEN,
+    ).start()
+    try:
+        wait_http(judge.url + "/health", 30)
+        wait_http(service.url + "/ready", 60)
+        yield service
+    finally:
+        service.stop()
+        judge.stop()
+
+
+def test_bank_add_and_score_against_a_service(
+    running: ServerProcess,
+    env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    cases = env / "bad.jsonl"
+    cases.write_text(json.dumps(case(7)) + "\n")
+    assert main(["bank", "add", str(cases), "--url", running.url]) == 2  # no token
+    monkeypatch.setenv("EQS_REWARD_ADMIN_TOKEN", TOKEN)
+    assert main(["bank", "add", str(cases), "--url", running.url, "--note", "cli"]) == 0
+    assert capsys.readouterr().out.startswith("version 2: added ['ex-")
+    items = env / "items.jsonl"
+    items.write_text(
+        json.dumps(
+            {
+                "id": "desk",
+                "context": {"query": "standing desk"},
+                "suggestions": ["Electric desks under $300 with memory presets?", "Any desks?"],
+            }
+        )
+        + "\n"
+    )
+    assert main(["score", str(items), "--url", running.url]) == 0
+    table = capsys.readouterr().out
+    assert "few-shot v2" in table and "desk" in table and "r_q=0.500 ok" in table
+    assert main(["score", str(items), "--url", running.url, "--json", "--mode", "soft"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["meta"]["score_mode"] == "soft" and len(data["results"]) == 1
