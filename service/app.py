@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from service import __version__
 from service.api_fewshot import router as fewshot_router
 from service.bank import BankStore, open_store
+from service.cache import RedisTier
 from service.embedded import EmbeddedJudge
 from service.errors import ServiceError, UnavailableError, envelope
 from service.fewshot import load_seed_examples
@@ -46,6 +47,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text}
     for code, text in (
         (413, "a size limit was exceeded"),
+        (429, "the judge queue is full: retry after Retry-After seconds"),
         (422, "the request breaks the contract"),
         (503, "the service cannot score now (embedded judge starting)"),
     )
@@ -172,7 +174,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         transport=app.state.judge_transport,
     )
     redis_client = (
-        redis.asyncio.Redis.from_url(settings.redis_url, socket_timeout=2.0)
+        redis.asyncio.Redis.from_url(
+            settings.redis_url, socket_timeout=2.0, socket_connect_timeout=1.0
+        )
         if settings.redis_url
         else None
     )
@@ -180,7 +184,18 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     bank: BankStore = app.state.bank or open_store(settings, redis_client)
     await bank.init(load_seed_examples(settings.fewshot_dir))
     prompt = JudgePrompt.load(settings.prompts_dir, settings.prompt_version)
-    scorer = Scorer(settings, judge, bank, prompt, metrics)
+    redis_tier = None
+    if redis_client is not None:
+        redis_tier = RedisTier(
+            redis_client,
+            prefix=settings.redis_key_prefix,
+            ttl_s=settings.redis_ttl_s,
+            timeout_s=settings.redis_timeout_s,
+            on_error=lambda op, _: metrics.cache_errors.labels(op).inc(),
+            on_state=lambda up: metrics.redis_up.set(1 if up else 0),
+        )
+        metrics.redis_up.set(1)
+    scorer = Scorer(settings, judge, bank, prompt, metrics, redis_tier)
     active = await bank.active()
     metrics.fewshot_version.set(active.version)
     metrics.build.info(
@@ -207,6 +222,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await scorer.inflight.drain()
+        if redis_tier is not None:
+            await redis_tier.close()
         await judge.aclose()
         await bank.close()
         if redis_client is not None:
@@ -265,6 +282,7 @@ def create_app(
     async def ready(request: Request) -> JSONResponse:
         """Readiness: 200 when the judge and the stores answer, else 503 naming what is missing."""
         checks: dict[str, str] = {}
+        info: dict[str, str] = {}
         state = request.app.state
         embedded: EmbeddedJudge | None = state.embedded
         if embedded is not None and not embedded.ready.is_set():
@@ -282,6 +300,11 @@ def create_app(
             checks["fewshot_bank"] = "ok"
         except Exception as exc:
             checks["fewshot_bank"] = f"unavailable: {exc}"
+        scorer_now: Scorer = state.scorer
+        if scorer_now.redis is not None:
+            # Informational: without its Redis tier the service still scores (memory only).
+            up = await scorer_now.redis.ping()
+            info["redis_cache"] = "ok" if up else "down: scoring on the in-process cache"
         metrics.judge_up.set(1 if checks["judge"] == "ok" else 0)
         missing = {name: text for name, text in checks.items() if text != "ok"}
         if missing:

@@ -122,6 +122,22 @@ class Metrics:
             ["tier"],
             registry=r,
         )
+        self.cache_errors = Counter(
+            "eqs_reward_cache_errors_total",
+            "Redis cache operations that failed or timed out (scoring went on without it).",
+            ["operation"],
+            registry=r,
+        )
+        self.redis_up = Gauge(
+            "eqs_reward_cache_redis_up",
+            "1 while the Redis cache tier answers, 0 while it is skipped.",
+            registry=r,
+        )
+        self.overloaded = Counter(
+            "eqs_reward_http_overloaded_total",
+            "Score requests refused with 429 because the judge queue was full.",
+            registry=r,
+        )
         self.cache_entries = Gauge(
             "eqs_reward_cache_entries",
             "Entries in the in-process score cache.",

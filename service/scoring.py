@@ -10,12 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
+from collections import deque
 from dataclasses import dataclass
 
 from service.bank import select_examples
-from service.cache import LRUCache, Scores, SingleFlight, normalise_context, score_key
-from service.errors import InvalidRequestError, PayloadTooLargeError
+from service.cache import (
+    LRUCache,
+    RedisTier,
+    Scores,
+    SingleFlight,
+    normalise_context,
+    score_key,
+)
+from service.errors import InvalidRequestError, OverloadedError, PayloadTooLargeError
 from service.fewshot import BankVersion, FewshotBank, VersionNotFoundError
 from service.judge import JudgeClient, JudgeError, RetryPolicy, grade_with_retries
 from service.metrics import Metrics
@@ -113,6 +122,7 @@ class Scorer:
         bank: FewshotBank,
         prompt: JudgePrompt,
         metrics: Metrics,
+        redis: RedisTier | None = None,
     ) -> None:
         self.settings = settings
         self.judge = judge
@@ -120,6 +130,9 @@ class Scorer:
         self.prompt = prompt
         self.metrics = metrics
         self.cache: LRUCache[Scores] = LRUCache(settings.cache_max_entries)
+        self.redis = redis
+        self._pending = 0  # judge calls admitted and not finished (running or queued)
+        self._finished: deque[float] = deque()
         self.inflight: SingleFlight[Scores] = SingleFlight()
         self.retry_policy = RetryPolicy(
             settings.judge_max_retries,
@@ -151,7 +164,7 @@ class Scorer:
 
         # 1. Parse items and apply the deterministic guards.
         parsed: list[tuple[ScoreItem, list[str], str | None, Context]] = []
-        jobs: dict[str, asyncio.Task[_Outcome]] = {}
+        cases: dict[str, tuple[Context, str]] = {}
         keys: list[list[str | None]] = []
         for item in request.items:
             if item.completion is not None:
@@ -178,17 +191,32 @@ class Scorer:
                     context=context,
                     suggestion=suggestion,
                 )
-                if key not in jobs:
-                    jobs[key] = asyncio.ensure_future(
-                        self._score_one(key, bank_version, context, suggestion, options.score_mode)
-                    )
+                cases.setdefault(key, (context, suggestion))
                 item_keys.append(key)
             parsed.append((item, texts, problem, context))
             keys.append(item_keys)
 
-        # 2. Wait for the judge under the request deadline.
-        outcomes: dict[str, _Outcome] = {}
-        if jobs:
+        # 2. Cache tiers: in process, then one MGET to Redis for what is left.
+        outcomes = self._lookup(cases)
+        missing = [key for key in cases if key not in outcomes]
+        if missing and self.redis is not None:
+            found = await self.redis.get_many(missing)
+            self.metrics.cache_hits.labels("redis").inc(len(found))
+            self.metrics.cache_misses.labels("redis").inc(len(missing) - len(found))
+            for key, scores in found.items():
+                self.cache.set(key, scores)
+                outcomes[key] = _Outcome(scores, True)
+            missing = [key for key in missing if key not in found]
+
+        # 3. The judge, for what no cache had: admitted only if the queue has room.
+        if missing:
+            self._admit(sum(1 for key in missing if key not in self.inflight))
+            jobs = {
+                key: asyncio.ensure_future(
+                    self._judge_one(key, bank_version, *cases[key], options.score_mode)
+                )
+                for key in missing
+            }
             remaining = max(0.0, deadline - time.monotonic())
             done, pending = await asyncio.wait(jobs.values(), timeout=remaining)
             for task in pending:
@@ -200,8 +228,9 @@ class Scorer:
                     outcomes[key] = task.result()
                 else:
                     outcomes[key] = _Outcome(None, False, failure="deadline")
+        self.metrics.cache_entries.set(len(self.cache))
 
-        # 3. Assemble results.
+        # 4. Assemble results.
         results = [
             self._item_result(item, texts, problem, item_keys, outcomes, options.on_failure)
             for (item, texts, problem, _), item_keys in zip(parsed, keys, strict=True)
@@ -216,20 +245,48 @@ class Scorer:
             ),
         )
 
-    async def _score_one(
+    def _lookup(self, cases: dict[str, tuple[Context, str]]) -> dict[str, _Outcome]:
+        found: dict[str, _Outcome] = {}
+        for key in cases:
+            scores = self.cache.get(key)
+            if scores is not None:
+                found[key] = _Outcome(scores, True)
+        self.metrics.cache_hits.labels("memory").inc(len(found))
+        self.metrics.cache_misses.labels("memory").inc(len(cases) - len(found))
+        return found
+
+    def _admit(self, new_calls: int) -> None:
+        """Refuse work the judge cannot start soon: 429 with an honest Retry-After."""
+        capacity = self.settings.judge_concurrency + self.settings.judge_queue_max
+        if new_calls and self._pending + new_calls > capacity:
+            rate = self._throughput()
+            wait = min(60, max(1, math.ceil(self._pending / rate))) if rate else 5
+            self.metrics.overloaded.inc()
+            raise OverloadedError(
+                f"the judge queue is full ({self._pending} calls waiting or running, room for "
+                f"{capacity}); retry after {wait} s",
+                headers={"Retry-After": str(wait)},
+            )
+        self._pending += new_calls
+
+    def _throughput(self) -> float:
+        """Judge calls finished per second over the last 10 s."""
+        horizon = time.monotonic() - 10.0
+        while self._finished and self._finished[0] < horizon:
+            self._finished.popleft()
+        return len(self._finished) / 10.0
+
+    async def _judge_one(
         self, key: str, bank_version: BankVersion, context: Context, suggestion: str, mode: str
     ) -> _Outcome:
-        cached = self.cache.get(key)
-        if cached is not None:
-            self.metrics.cache_hits.labels("memory").inc()
-            return _Outcome(cached, True)
-        self.metrics.cache_misses.labels("memory").inc()
         try:
             scores, shared = await self.inflight.run(
                 key, lambda: self._call_judge(key, bank_version, context, suggestion, mode)
             )
         except JudgeError as exc:
             return _Outcome(None, False, failure=exc.reason)
+        finally:
+            self._pending = max(0, self._pending - 1)
         if shared:
             self.metrics.cache_hits.labels("inflight").inc()
         return _Outcome(scores, shared)
@@ -286,9 +343,11 @@ class Scorer:
             self.metrics.judge_in_flight.dec()
             self._slots.release()
         self.metrics.judge_calls.labels("ok" if verdict.attempts == 1 else "retried").inc()
+        self._finished.append(time.monotonic())
         scores: Scores = (verdict.answerability, verdict.factuality, verdict.information_gain)
         self.cache.set(key, scores)
-        self.metrics.cache_entries.set(len(self.cache))
+        if self.redis is not None:
+            self.redis.put(key, scores)
         return scores
 
     def _item_result(

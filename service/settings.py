@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     judge_concurrency: int = Field(
         default=32, ge=1, description="judge calls in flight at once (vLLM batches them)"
     )
+    judge_queue_max: int = Field(
+        default=1024, ge=0, description="judge calls that may wait for a slot; beyond: 429"
+    )
     judge_max_tokens: int = Field(default=24, ge=8)
     judge_top_logprobs: int = Field(default=10, ge=1, le=20)
     judge_output_constraint: Literal["regex", "json_schema", "none"] = Field(
@@ -80,6 +83,10 @@ class Settings(BaseSettings):
     # --- cache -------------------------------------------------------------------------------
     cache_max_entries: int = Field(default=100_000, ge=0, description="in-process LRU size")
     redis_url: str | None = None
+    redis_ttl_s: int = Field(default=7 * 24 * 3600, ge=1, description="score TTL in Redis")
+    redis_timeout_s: float = Field(
+        default=0.25, gt=0, description="a Redis lookup slower than this is skipped"
+    )
 
     # --- few-shot bank -----------------------------------------------------------------------
     fewshot_store: Literal["sqlite", "redis"] = Field(
