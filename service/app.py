@@ -309,8 +309,10 @@ def create_app(
         missing = {name: text for name, text in checks.items() if text != "ok"}
         if missing:
             message = "not ready: " + "; ".join(f"{k} {v}" for k, v in missing.items())
-            return JSONResponse(envelope(503, "not_ready", message, checks=checks), status_code=503)
-        return JSONResponse({"status": "ready", "checks": checks})
+            return JSONResponse(
+                envelope(503, "not_ready", message, checks={**checks, **info}), status_code=503
+            )
+        return JSONResponse({"status": "ready", "checks": {**checks, **info}})
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_endpoint() -> Response:

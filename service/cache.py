@@ -244,6 +244,8 @@ class RedisTier:
                 await pipe.execute()
         except Exception as exc:
             self._failed("set", exc)
+            for key, value in batch.items():  # keep them for the next try (bounded above)
+                self._pending.setdefault(key, value)
             return
         self._succeeded()
 
