@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import redis.asyncio
+import redis.exceptions
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -23,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__
 from service.api_fewshot import router as fewshot_router
-from service.bank import BankStore, open_store
+from service.bank import BankStore, BankUnavailableError, open_store
 from service.cache import RedisTier
 from service.embedded import EmbeddedJudge
 from service.errors import ServiceError, UnavailableError, envelope
@@ -325,6 +326,14 @@ def create_app(
 
 
 def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(BankUnavailableError)
+    @app.exception_handler(redis.exceptions.RedisError)
+    async def _store_down(_: Request, exc: Exception) -> JSONResponse:
+        message = f"a store the service needs is unavailable: {exc}"
+        return JSONResponse(
+            envelope(503, "unavailable", message), status_code=503, headers={"Retry-After": "5"}
+        )
+
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
         return JSONResponse(

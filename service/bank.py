@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -27,9 +28,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+import redis.exceptions
+
 from service.fewshot import BankVersion, Example, ExampleIn, VersionNotFoundError, make_example
 from service.rewards import DIMENSIONS
 from service.settings import Settings
+
+log = logging.getLogger("eqs_reward.bank")
 
 
 class StaleVersionError(Exception):
@@ -39,6 +44,10 @@ class StaleVersionError(Exception):
         super().__init__(f"expected_version {expected} is stale: the active version is {active}")
         self.expected = expected
         self.active = active
+
+
+class BankUnavailableError(RuntimeError):
+    """The store cannot be reached (503)."""
 
 
 class ExampleNotFoundError(LookupError):
@@ -351,6 +360,7 @@ class RedisBankStore:
         self.prefix = prefix
         self._cache = _VersionCache()
         self._script = client.register_script(_WRITE_SCRIPT)
+        self._last_active: BankVersion | None = None
 
     @property
     def _latest_key(self) -> str:
@@ -360,16 +370,30 @@ class RedisBankStore:
         return int(await self.redis.get(self._latest_key) or 0)
 
     async def active(self) -> BankVersion:
-        latest = await self._latest()
+        try:
+            latest = await self._latest()
+        except redis.exceptions.RedisError as exc:
+            # Keep scoring with the last active version seen rather than failing every request;
+            # /ready reports the store as unavailable meanwhile.
+            if self._last_active is None:
+                raise BankUnavailableError(f"few-shot store unreachable: {exc}") from exc
+            log.warning(
+                "few-shot store unreachable (%r); using version %d", exc, self._last_active.version
+            )
+            return self._last_active
         if latest == 0:
             raise VersionNotFoundError("the few-shot bank is empty (not initialised)")
-        return await self.get(latest)
+        self._last_active = await self.get(latest)
+        return self._last_active
 
     async def get(self, version: int) -> BankVersion:
         cached = self._cache.get(version)
         if cached is not None:
             return cached
-        raw = await self.redis.get(f"{self.prefix}version:{version}")
+        try:
+            raw = await self.redis.get(f"{self.prefix}version:{version}")
+        except redis.exceptions.RedisError as exc:
+            raise BankUnavailableError(f"few-shot store unreachable: {exc}") from exc
         if raw is None:
             raise VersionNotFoundError(f"few-shot version {version} does not exist")
         body = json.loads(raw)

@@ -258,3 +258,31 @@ def test_queue_bound_answers_429_with_retry_after(make_client: Any, stub: StubJu
     # Cached and in-flight work is still served while the queue is full.
     again = client.post("/v1/score", json=score_body(item("q", "Suggestion number 0 here?"), k=1))
     assert again.status_code == 200
+
+
+def test_redis_bank_down_keeps_scoring_on_the_last_active_version(
+    tmp_path: Path, judge: ServerProcess, own_redis: RedisServer
+) -> None:
+    service = service_process(
+        tmp_path,
+        EQS_REWARD_JUDGE_URL=judge.url + "/v1",
+        EQS_REWARD_JUDGE_MODEL="stub",
+        EQS_REWARD_REDIS_URL=own_redis.url,
+        EQS_REWARD_FEWSHOT_STORE="redis",
+    ).start()
+    try:
+        wait_http(service.url + "/ready", 60)
+        first = httpx.post(service.url + "/v1/score", json=GROUP, timeout=30)
+        assert first.json()["meta"]["fewshot_version"] == 1
+        own_redis.kill()
+        body = score_body(item("lamp", "Floor lamps under $80 with a dimmer?"), k=1)
+        during = httpx.post(service.url + "/v1/score", json=body, timeout=30)
+        assert during.status_code == 200, during.text
+        assert during.json()["results"][0]["status"] == "ok"
+        assert during.json()["meta"]["fewshot_version"] == 1
+        ready = httpx.get(service.url + "/ready")
+        assert ready.status_code == 503 and "fewshot_bank" in ready.json()["error"]["message"]
+        writes = httpx.get(service.url + "/v1/fewshot/versions")
+        assert writes.status_code == 503 and writes.json()["error"]["type"] == "unavailable"
+    finally:
+        service.stop()
