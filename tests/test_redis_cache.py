@@ -200,8 +200,10 @@ def test_redis_killed_mid_load_fails_no_request_and_is_used_again(
         assert ready["status"] == "ready" and ready["checks"]["redis_cache"].startswith("down")
         assert metric(service.url, "eqs_reward_cache_redis_up") == 0.0
         own_redis.start()  # back on the same port
+        fresh = redis.Redis(port=own_redis.port)
         deadline = time.monotonic() + 40
-        while metric(service.url, "eqs_reward_cache_redis_up") != 1.0:
+        # Used again: the breaker closes and new scores are written to the restarted Redis.
+        while metric(service.url, "eqs_reward_cache_redis_up") != 1.0 or fresh.dbsize() == 0:
             assert time.monotonic() < deadline, "redis never used again"
             time.sleep(0.2)
         stop.set()
@@ -209,9 +211,6 @@ def test_redis_killed_mid_load_fails_no_request_and_is_used_again(
             thread.join(30)
         assert errors == [] and set(statuses) == {"ok"}
         assert metric(service.url, 'eqs_reward_cache_errors_total{operation="get"}') >= 1
-        # Used again: new scores are written to the restarted Redis and read back from it.
-        time.sleep(0.3)
-        assert redis.Redis(port=own_redis.port).dbsize() > 0
     finally:
         stop.set()
         service.stop()
