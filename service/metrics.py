@@ -14,6 +14,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     Info,
+    disable_created_metrics,
 )
 
 # LLM latency spans milliseconds (cache, instant stub) to a minute (overloaded judge).
@@ -43,6 +44,9 @@ class Metrics:
     """All of the service's metrics on one registry."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # No *_created series: a timestamp gauge per counter/histogram doubles the series count
+        # and no panel or alert uses them. (A process-wide switch of prometheus_client.)
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.http_requests = Counter(
