@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__
 from service.api_fewshot import router as fewshot_router
+from service.api_openrlhf import router as openrlhf_router
 from service.bank import BankStore, BankUnavailableError, open_store
 from service.cache import RedisTier
 from service.embedded import EmbeddedJudge
@@ -324,6 +325,7 @@ def create_app(
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(fewshot_router)
+    app.include_router(openrlhf_router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     default_k: int = Field(default=3, ge=1)
     max_suggestion_tokens: int = Field(default=30, ge=1)
 
+    openrlhf_failure_policy: Literal["group_mean", "zero"] = Field(
+        default="group_mean", description="/get_reward: what a failed sample gets"
+    )
+
     # --- cache -------------------------------------------------------------------------------
     cache_max_entries: int = Field(default=100_000, ge=0, description="in-process LRU size")
     redis_url: str | None = None

@@ -33,6 +33,7 @@ class StubBehaviour:
     fail_next: int = 0  # answer the next N calls with ``fail_status``
     fail_status: int = 500
     garbage_next: int = 0  # answer the next N calls with unparseable content
+    fail_pattern: str = ""  # answer fail_status for every suggestion containing this text
     delay_s: float = 0.0  # sleep before answering
     p_one: float = 0.9  # soft mode: probability put on the chosen digit
 
@@ -68,6 +69,8 @@ class StubJudge:
         last = body["messages"][-1]["content"]
         match = _SUGGESTION.search(last)
         suggestion = json.loads(match.group(1).replace("\\u003c", "<")) if match else last
+        if b.fail_pattern and b.fail_pattern in suggestion:
+            return JSONResponse({"error": {"message": "stub failure"}}, status_code=b.fail_status)
         self.suggestions.append(suggestion)
         verdict = self.verdict(suggestion)
         content = json.dumps(verdict, separators=(",", ":"))
