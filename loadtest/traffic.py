@@ -13,10 +13,9 @@ import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+from service.data import load_queries
 
 _TEMPLATES = [
     "Which {q} are under ${price}?",
@@ -51,25 +50,6 @@ _FILL = {
     "day": ["Friday", "tomorrow", "the weekend"],
     "years": ["1", "2", "5"],
 }
-
-
-def load_queries(limit: int | None = None) -> list[str]:
-    """Real shopper queries: WANDS (MIT) and ESCI (Apache-2.0); see ../shared/data/SOURCES.md."""
-    queries: list[str] = []
-    wands = SHARED_DATA / "wands_queries.tsv"
-    if wands.is_file():
-        for line in wands.read_text(encoding="utf-8").splitlines()[1:]:
-            parts = line.split("\t")
-            if len(parts) >= 2 and parts[1].strip():
-                queries.append(parts[1].strip())
-    esci = SHARED_DATA / "esci_us_queries.json"
-    if esci.is_file():
-        data = json.loads(esci.read_text(encoding="utf-8"))
-        queries += [q["queryText"].strip() for q in data.get("querySetQueries", [])]
-    if not queries:  # outside the workspace: a few stand-ins so the tools still run
-        queries = ["salon chair", "smart coffee table", "turquoise pillows", "router", "flowers"]
-    queries = list(dict.fromkeys(queries))
-    return queries[:limit] if limit else queries
 
 
 @dataclass

@@ -268,6 +268,111 @@ def cmd_bank_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_options(args: argparse.Namespace) -> Any:
+    from service.train import TrainOptions
+
+    return TrainOptions(
+        url=args.url,
+        out=Path(args.out),
+        steps=args.steps,
+        batch_size=args.batch_size,
+        group_size=args.group_size,
+        learning_rate=args.lr,
+        beta=args.beta,
+        max_completion_length=args.max_completion_length,
+        prompts=args.prompts,
+        extra_contexts=Path(args.extra_contexts) if args.extra_contexts else None,
+        model=Path(args.model) if args.model else None,
+        fewshot_version=args.fewshot_version,
+        score_mode=args.mode,
+        seed=args.seed,
+        save_model=args.save_model,
+    )
+
+
+def _mine_options(args: argparse.Namespace, out: str) -> Any:
+    from service.train import MineOptions
+
+    return MineOptions(
+        url=args.url,
+        out=Path(out),
+        contexts=Path(args.contexts) if args.contexts else None,
+        candidates=Path(args.candidates) if getattr(args, "candidates", None) else None,
+        model=Path(args.model) if args.model else None,
+        k=args.k,
+        limit=args.limit,
+        top=args.top,
+        threshold=args.threshold,
+        score_mode=args.mode,
+        fewshot_version=args.fewshot_version,
+        seed=args.seed,
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from service.train import train
+
+    _configure_logging("info")
+    summary = train(_train_options(args))
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_mine(args: argparse.Namespace) -> int:
+    from service.train import mine
+
+    _configure_logging("info")
+    summary = mine(_mine_options(args, args.out))
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_iterate(args: argparse.Namespace) -> int:
+    from service.train import iterate
+
+    _configure_logging("info")
+    history = iterate(args.rounds, _train_options(args), _mine_options(args, args.out))
+    print(json.dumps(history, indent=2))
+    return 0
+
+
+def _add_train_arguments(parser: argparse.ArgumentParser, default_out: str) -> None:
+    parser.add_argument("--url", default="http://127.0.0.1:8000", help="eqs-reward service")
+    parser.add_argument("--out", default=default_out, help="output folder")
+    parser.add_argument("--steps", type=int, default=20, help="GRPO steps")
+    parser.add_argument("--batch-size", type=int, default=4, help="completions per step")
+    parser.add_argument("--group-size", type=int, default=4, help="GRPO G (num_generations)")
+    parser.add_argument("--lr", type=float, default=1e-6, help="learning rate (paper: 1e-6)")
+    parser.add_argument("--beta", type=float, default=0.001, help="KL coefficient (paper: 0.001)")
+    parser.add_argument("--max-completion-length", type=int, default=64)
+    parser.add_argument("--prompts", type=int, default=64, help="shopper queries to train on")
+    parser.add_argument("--extra-contexts", default=None, help="JSONL, e.g. a hard subset")
+    parser.add_argument("--model", default=None, help="policy folder (default: SmolLM2-135M)")
+    parser.add_argument(
+        "--fewshot-version",
+        type=int,
+        default=None,
+        help="pin this bank version (default: the active one, pinned)",
+    )
+    parser.add_argument("--mode", choices=["binary", "soft"], default="soft")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--save-model", action="store_true")
+
+
+def _add_mine_arguments(parser: argparse.ArgumentParser, with_url: bool) -> None:
+    if with_url:
+        parser.add_argument("--url", default="http://127.0.0.1:8000")
+        parser.add_argument("--model", default=None, help="policy folder (default: SmolLM2)")
+        parser.add_argument("--fewshot-version", type=int, default=None)
+        parser.add_argument("--mode", choices=["binary", "soft"], default="soft")
+        parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--contexts", default=None, help="JSONL contexts (default: shopper data)")
+    parser.add_argument("--k", type=int, default=6, help="candidate suggestions per context")
+    parser.add_argument("--limit", type=int, default=32, help="contexts to mine")
+    parser.add_argument("--top", type=int, default=8, help="keep the N most disputed")
+    parser.add_argument("--threshold", type=float, default=None, help="or every u_q >= this")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eqs-reward", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -294,6 +399,26 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--timeout", type=float, default=300.0)
     score.add_argument("--json", action="store_true", help="print JSON instead of a table")
     score.set_defaults(func=cmd_score)
+
+    train = sub.add_parser("train", help="GRPO (TRL) on SmolLM2-135M with rewards from a service")
+    _add_train_arguments(train, "runs/train")
+    train.set_defaults(func=cmd_train)
+
+    mine = sub.add_parser("mine", help="rank contexts by group disagreement u_q")
+    mine.add_argument("--out", default="runs/mine")
+    mine.add_argument(
+        "--candidates",
+        default=None,
+        help='JSONL {"context"|"query", "suggestions": [...]} instead of generating',
+    )
+    _add_mine_arguments(mine, with_url=True)
+    mine.set_defaults(func=cmd_mine)
+
+    iterate = sub.add_parser("iterate", help="alternate training and mining for K rounds")
+    iterate.add_argument("--rounds", type=int, default=2)
+    _add_train_arguments(iterate, "runs/iterate")
+    _add_mine_arguments(iterate, with_url=False)
+    iterate.set_defaults(func=cmd_iterate)
 
     bank = sub.add_parser("bank", help="the versioned few-shot bank")
     bank_sub = bank.add_subparsers(dest="bank_command", required=True)

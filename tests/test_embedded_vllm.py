@@ -3,11 +3,14 @@ server with SmolLM2-135M as a child, and scores through it. Started once for thi
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import re
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -291,6 +294,115 @@ def test_prometheus_scrapes_and_every_dashboard_and_alert_query_evaluates(
         assert all(r["health"] in ("ok", "unknown") for r in rules_state), rules_state
     finally:
         server.stop()
+
+
+def test_grpo_training_and_mining_use_the_service(embedded: ServerProcess, tmp_path: Path) -> None:
+    """``eqs-reward train`` runs 2 tiny GRPO steps (TRL, SmolLM2 policy, CPU) with every reward
+    from the service, counted there; ``eqs-reward mine`` ranks contexts by disagreement."""
+    scored = 'eqs_reward_http_requests_total{method="POST",route="/v1/score",status="200"}'
+    before = metric(embedded.url, scored)
+    active = httpx.get(embedded.url + "/v1/fewshot/versions").json()["active"]
+    env = {**os.environ, "EQS_REWARD_MODEL_CACHE_DIR": str(models_dir())}
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "train",
+            "--url",
+            embedded.url,
+            "--steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--group-size",
+            "2",
+            "--max-completion-length",
+            "48",
+            "--prompts",
+            "4",
+            "--out",
+            str(tmp_path / "train"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    with (tmp_path / "train" / "rewards.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["step"]) for r in rows] == [1, 2]
+    assert all(0.0 <= float(r["reward"]) <= 1.0 for r in rows)
+    assert (tmp_path / "train" / "rewards.png").stat().st_size > 10_000
+    summary = json.loads((tmp_path / "train" / "summary.json").read_text())
+    assert summary["fewshot_version"] == active  # pinned for the run
+    assert metric(embedded.url, scored) - before >= 2  # one scoring request per step at least
+
+    candidates = tmp_path / "candidates.jsonl"
+    candidates.write_text(
+        "".join(
+            json.dumps(row) + "\n"
+            for row in [
+                {
+                    "query": "router",
+                    "suggestions": [
+                        "Any TP-Link routers under $100 with Wi-Fi 6?",
+                        "What router do you want?",
+                        "Routers?",
+                    ],
+                },
+                {
+                    "query": "desk",
+                    "suggestions": [
+                        "Standing desks under $300 with presets?",
+                        "Desks for two 32 inch monitors?",
+                        "A desk that floats in the air?",
+                    ],
+                },
+                {
+                    "query": "flowers",
+                    "suggestions": [
+                        "Roses under $30 delivered tomorrow?",
+                        "Flowers for a 70th birthday?",
+                        "White lilies?",
+                    ],
+                },
+            ]
+        )
+    )
+    mined = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "mine",
+            "--url",
+            embedded.url,
+            "--candidates",
+            str(candidates),
+            "--top",
+            "2",
+            "--out",
+            str(tmp_path / "mine"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert mined.returncode == 0, mined.stderr[-3000:]
+    scores = [json.loads(x) for x in (tmp_path / "mine" / "scores.jsonl").read_text().splitlines()]
+    hard = [json.loads(x) for x in (tmp_path / "mine" / "hard.jsonl").read_text().splitlines()]
+    assert len(scores) == 3 and len(hard) == 2
+    everyone = sorted(s["u_q"] for s in scores)
+    assert [h["u_q"] for h in hard] == everyone[::-1][:2]  # the most disputed first
+    for row in scores:
+        mean = sum(row["rewards"]) / 3
+        assert row["u_q"] == pytest.approx(sum((r - mean) ** 2 for r in row["rewards"]) / 3)
+    assert (tmp_path / "mine" / "u_q_hist.png").stat().st_size > 5_000
 
 
 def _vllm_child_pid(judge_port: int) -> int:

@@ -108,6 +108,12 @@ def test_parse_completion_strict_and_recovered() -> None:
     mixed = parse_completion('{"options": ["a", 3, "c"]}')
     assert not mixed.well_formed and mixed.suggestions == ["a", "c"]
     assert not parse_completion('["a", "b", "c"]').well_formed
+    truncated = parse_completion('{"options": ["Any TP-Link under $50?", "With Wi-Fi 6?", "Fro')
+    assert not truncated.well_formed and truncated.suggestions == [
+        "Any TP-Link under $50?",
+        "With Wi-Fi 6?",
+    ]
+    assert "incomplete" in (truncated.problem or "")
 
 
 @given(st.lists(st.text(min_size=1, max_size=40), min_size=0, max_size=6))
