@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hmac
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
@@ -13,11 +14,14 @@ from service.bank import BankStore, ExampleNotFoundError, StaleVersionError
 from service.errors import (
     ConflictError,
     ForbiddenError,
+    GateRefusedError,
     InvalidRequestError,
     NotFoundError,
     UnauthorizedError,
 )
-from service.fewshot import BankVersion, ExampleIn, VersionNotFoundError
+from service.evaluation import DIMENSIONS
+from service.fewshot import BankVersion, ExampleIn, VersionNotFoundError, make_example
+from service.gating import LabeledCase, calibrate, candidate_version, compare
 from service.schemas import ErrorBody
 from service.settings import Settings
 
@@ -37,6 +41,23 @@ class AddExamples(BaseModel):
     examples: list[ExampleIn] = Field(min_length=1)
     note: str = Field(default="", max_length=500)
     expected_version: int | None = Field(default=None, ge=0)
+    dry_run: bool = Field(
+        default=False, description="evaluate the candidate version on labeled cases; store nothing"
+    )
+    cases: list[LabeledCase] | None = Field(
+        default=None,
+        max_length=500,
+        description="labeled cases for the comparison (else the configured gate cases)",
+    )
+    score_mode: Literal["binary", "soft"] = "soft"
+    force: bool = Field(default=False, description="add even if the gate refuses (recorded)")
+
+
+class Calibrate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int | None = Field(default=None, ge=1, description="default: the active version")
+    cases: list[LabeledCase] = Field(min_length=2, max_length=2000)
 
 
 class RetireExample(BaseModel):
@@ -136,13 +157,100 @@ async def add_examples(
             f"examples: {len(body.examples)} examples, over the limit of "
             f"{settings.fewshot_max_examples_per_add} per request"
         )
+    gate_on = settings.fewshot_gate_tolerance is not None
+    note = body.note
+    if body.dry_run or gate_on:
+        cases = body.cases or _gate_cases(settings)
+        if not cases:
+            raise InvalidRequestError(
+                "cases: a dry run needs labeled cases (send 'cases' or configure "
+                "EQS_REWARD_FEWSHOT_GATE_CASES)"
+            )
+        active = await store.active()
+        if body.expected_version is not None and body.expected_version != active.version:
+            raise ConflictError(
+                f"expected_version {body.expected_version} is stale: the active version is "
+                f"{active.version}",
+                active_version=active.version,
+            )
+        candidate = candidate_version(active, [make_example(e) for e in body.examples])
+        thresholds = await store.get_calibration(active.version)
+        comparison = await compare(
+            request.app.state.scorer,
+            active,
+            candidate,
+            cases,
+            body.score_mode,
+            (thresholds or {}).get("thresholds"),
+        )
+        if body.dry_run:
+            return JSONResponse({"dry_run": True, **comparison}, status_code=200)
+        tolerance = settings.fewshot_gate_tolerance or 0.0
+        drop = -comparison["delta"]["mean_agreement"]
+        if drop > tolerance:
+            if not body.force:
+                raise GateRefusedError(
+                    f"the candidate lowers mean agreement on {len(cases)} labeled cases by "
+                    f"{drop:.3f}, more than the tolerance {tolerance:.3f}; send force=true to "
+                    "add it anyway (recorded in the version note)",
+                    comparison=comparison,
+                )
+            note = (note + " " if note else "") + (
+                f"[forced past the agreement gate: mean agreement {-drop:+.3f} on "
+                f"{len(cases)} cases]"
+            )
     try:
-        result = await store.add(body.examples, body.note, body.expected_version)
+        result = await store.add(body.examples, note, body.expected_version)
     except StaleVersionError as exc:
         raise ConflictError(str(exc), active_version=exc.active) from exc
     request.app.state.metrics.fewshot_version.set(result.version)
     payload = {"version": result.version, "added": result.added, "duplicates": result.duplicates}
     return JSONResponse(payload, status_code=201 if result.created else 200)
+
+
+def _gate_cases(settings: Settings) -> list[LabeledCase]:
+    if settings.fewshot_gate_cases is None:
+        return []
+    return read_cases(settings.fewshot_gate_cases)
+
+
+def read_cases(path: Path) -> list[LabeledCase]:
+    return [
+        LabeledCase.model_validate_json(line)
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+
+
+@router.get("/calibration")
+async def get_calibration(
+    version: int | None = None,
+    store: BankStore = Depends(get_store),  # noqa: B008
+) -> dict[str, Any]:
+    """The pass thresholds stored with a version (0.5 each when none was fitted)."""
+    bank_version = await _read(store, version)
+    stored = await store.get_calibration(bank_version.version)
+    if stored is None:
+        return {
+            "version": bank_version.version,
+            "fitted": False,
+            "thresholds": dict.fromkeys(DIMENSIONS, 0.5),
+        }
+    return {**stored, "fitted": True}
+
+
+@router.put("/calibration", dependencies=[Depends(require_admin)], responses=ADMIN_ERRORS)
+async def put_calibration(
+    body: Calibrate,
+    request: Request,
+    store: BankStore = Depends(get_store),  # noqa: B008
+) -> dict[str, Any]:
+    """Fit per-dimension pass thresholds for a version on labeled cases (soft scores) and store
+    them with the version."""
+    bank_version = await _read(store, body.version)
+    fitted = await calibrate(request.app.state.scorer, bank_version, body.cases)
+    await store.set_calibration(bank_version.version, fitted)
+    return {**fitted, "fitted": True}
 
 
 @router.delete("/{example_id}", dependencies=[Depends(require_admin)], responses=ADMIN_ERRORS)

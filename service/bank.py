@@ -91,6 +91,8 @@ class BankStore(Protocol):
     async def retire(
         self, example_id: str, note: str = "", expected_version: int | None = None
     ) -> WriteResult: ...
+    async def set_calibration(self, version: int, thresholds: dict[str, Any]) -> None: ...
+    async def get_calibration(self, version: int) -> dict[str, Any] | None: ...
     async def ping(self) -> None: ...
     async def close(self) -> None: ...
 
@@ -123,6 +125,10 @@ class _VersionCache:
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS examples (
     id TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS calibrations (
+    version INTEGER PRIMARY KEY,
     body TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS versions (
@@ -210,6 +216,26 @@ class SQLiteBankStore:
 
         result: list[VersionInfo] = await self._call(read)
         return result
+
+    async def set_calibration(self, version: int, thresholds: dict[str, Any]) -> None:
+        """Store (or replace) the pass thresholds fitted for a version."""
+        await self.get(version)  # raises for an unknown version
+
+        def write() -> None:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO calibrations (version, body) VALUES (?, ?)",
+                (version, json.dumps(thresholds)),
+            )
+
+        await self._call(write)
+
+    async def get_calibration(self, version: int) -> dict[str, Any] | None:
+        row = await self._call(
+            lambda: self._conn.execute(
+                "SELECT body FROM calibrations WHERE version = ?", (version,)
+            ).fetchone()
+        )
+        return None if row is None else dict(json.loads(row[0]))
 
     async def ping(self) -> None:
         await self._call(lambda: self._conn.execute("SELECT 1").fetchone())
@@ -490,6 +516,14 @@ class RedisBankStore:
         added = _ids(result[2]) if len(result) > 2 else []
         duplicates = _ids(result[3]) if len(result) > 3 else []
         return WriteResult(version, True, added, duplicates)
+
+    async def set_calibration(self, version: int, thresholds: dict[str, Any]) -> None:
+        await self.get(version)
+        await self.redis.set(f"{self.prefix}calibration:{version}", json.dumps(thresholds))
+
+    async def get_calibration(self, version: int) -> dict[str, Any] | None:
+        raw = await self.redis.get(f"{self.prefix}calibration:{version}")
+        return None if raw is None else dict(json.loads(raw))
 
     async def ping(self) -> None:
         await self.redis.ping()

@@ -43,7 +43,7 @@ def score_key(
     *,
     judge_model: str,
     prompt_version: str,
-    fewshot_version: int,
+    fewshot_version: int | str,
     score_mode: str,
     context: Context,
     suggestion: str,

@@ -268,6 +268,109 @@ def cmd_bank_add(args: argparse.Namespace) -> int:
     return 0
 
 
+DEV_CASES = Path(__file__).resolve().parent.parent.parent / "shared" / "judge_cases" / "dev.jsonl"
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from service import eval_report
+
+    out = Path(args.out)
+    if args.suggestions:
+        report = eval_report.run_suggestions(
+            args.url, Path(args.suggestions), args.mode, args.fewshot_version
+        )
+        eval_report.print_paper_table(report)
+        path = eval_report.write(report, out, "paper_metrics")
+        print(f"\nreport: {path}")
+        return 0
+    cases = Path(args.cases) if args.cases else DEV_CASES
+    report = eval_report.run_cases(args.url, cases, args.mode, args.fewshot_version, args.repeats)
+    eval_report.print_cases_table(report)
+    path = eval_report.write(report, out, "report")
+    eval_report.plot_cases(report, out / "report.png")
+    print(f"\nreport: {path}  plot: {out / 'report.png'}")
+    return 0
+
+
+def cmd_bank_check(args: argparse.Namespace) -> int:
+    from service.bank import read_examples_jsonl
+    from service.eval_report import read_jsonl
+
+    token = Settings().admin_token
+    if not token:
+        print("set EQS_REWARD_ADMIN_TOKEN to the service's admin token", file=sys.stderr)
+        return 2
+    examples = [e.model_dump(mode="json") for e in read_examples_jsonl(Path(args.add))]
+    cases = read_jsonl(Path(args.cases)) if args.cases else read_jsonl(DEV_CASES)
+    response = httpx.post(
+        args.url.rstrip("/") + "/v1/fewshot",
+        timeout=600,
+        headers={"Authorization": f"Bearer {token}"},
+        json={"examples": examples, "dry_run": True, "cases": cases, "score_mode": args.mode},
+    )
+    if response.status_code != 200:
+        print(
+            f"error {response.status_code}: {response.json()['error']['message']}", file=sys.stderr
+        )
+        return 2
+    report = response.json()
+    print(
+        f"candidate (active v{report['active']['version']} + {len(examples)} examples) on "
+        f"{report['cases']} labeled cases, {report['score_mode']} scores: "
+        f"{report['verdict'].upper()}"
+    )
+    print(f"{'':<18} {'agreement':>22} {'AUC':>22}")
+    for d in ("answerability", "factuality", "information_gain"):
+        a, c = report["active"]["dimensions"][d], report["candidate"]["dimensions"][d]
+        print(f"{d:<18} {_pair(a['agreement'], c['agreement'])} {_pair(a['auc'], c['auc'])}")
+    print(
+        f"{'mean / reward':<18} "
+        f"{_pair(report['active']['mean_agreement'], report['candidate']['mean_agreement'])} "
+        f"{_pair(report['active']['reward_auc'], report['candidate']['reward_auc'])}"
+    )
+    if args.json:
+        print(json.dumps(report, indent=2))
+    return 0
+
+
+def _pair(before: float | None, after: float | None) -> str:
+    if before is None or after is None:
+        return f"{'-':>22}"
+    return f"{before:6.3f} -> {after:6.3f} ({after - before:+.3f})"
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from service.eval_report import read_jsonl
+
+    token = Settings().admin_token
+    if not token:
+        print("set EQS_REWARD_ADMIN_TOKEN to the service's admin token", file=sys.stderr)
+        return 2
+    cases = read_jsonl(Path(args.cases)) if args.cases else read_jsonl(DEV_CASES)
+    body: dict[str, Any] = {"cases": cases}
+    if args.fewshot_version is not None:
+        body["version"] = args.fewshot_version
+    response = httpx.put(
+        args.url.rstrip("/") + "/v1/fewshot/calibration",
+        json=body,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=600,
+    )
+    if response.status_code != 200:
+        print(
+            f"error {response.status_code}: {response.json()['error']['message']}", file=sys.stderr
+        )
+        return 2
+    fitted = response.json()
+    print(f"few-shot v{fitted['version']}: thresholds fitted on {fitted['cases']} cases")
+    for d, t in fitted["thresholds"].items():
+        print(
+            f"  {d:<18} pass if score >= {t:.4f}   agreement "
+            f"{fitted['agreement_at_0_5'][d]:.3f} -> {fitted['agreement_fitted'][d]:.3f}"
+        )
+    return 0
+
+
 def _train_options(args: argparse.Namespace) -> Any:
     from service.train import TrainOptions
 
@@ -420,6 +523,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_mine_arguments(iterate, with_url=False)
     iterate.set_defaults(func=cmd_iterate)
 
+    evaluate = sub.add_parser("eval", help="judge agreement on labeled cases, or paper metrics")
+    evaluate.add_argument("--url", default="http://127.0.0.1:8000")
+    evaluate.add_argument(
+        "--cases",
+        default=None,
+        help="labeled cases JSONL (default: ../shared/judge_cases/dev.jsonl)",
+    )
+    evaluate.add_argument(
+        "--suggestions",
+        default=None,
+        help='policy outputs JSONL {"context"|"query", "suggestions": [...]}: '
+        "Strict Accuracy, Valid Rate, pass rates",
+    )
+    evaluate.add_argument("--mode", choices=["binary", "soft"], default="soft")
+    evaluate.add_argument("--fewshot-version", type=int, default=None)
+    evaluate.add_argument("--repeats", type=int, default=1, help="runs; reports mean and spread")
+    evaluate.add_argument("--out", default="runs/eval")
+    evaluate.set_defaults(func=cmd_eval)
+
+    calibrate = sub.add_parser("calibrate", help="fit and store pass thresholds for a version")
+    calibrate.add_argument("--url", default="http://127.0.0.1:8000")
+    calibrate.add_argument("--cases", default=None, help="labeled cases JSONL")
+    calibrate.add_argument("--fewshot-version", type=int, default=None)
+    calibrate.set_defaults(func=cmd_calibrate)
+
     bank = sub.add_parser("bank", help="the versioned few-shot bank")
     bank_sub = bank.add_subparsers(dest="bank_command", required=True)
     export = bank_sub.add_parser("export", help="write a version's examples as JSONL")
@@ -436,6 +564,13 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--note", default="")
     add.add_argument("--expected-version", type=int, default=None)
     add.set_defaults(func=cmd_bank_add)
+    check = bank_sub.add_parser("check", help="dry run: would these examples judge better?")
+    check.add_argument("--add", required=True, help="JSONL of candidate examples")
+    check.add_argument("--cases", default=None, help="labeled cases (default: dev.jsonl)")
+    check.add_argument("--url", default="http://127.0.0.1:8000")
+    check.add_argument("--mode", choices=["binary", "soft"], default="soft")
+    check.add_argument("--json", action="store_true")
+    check.set_defaults(func=cmd_bank_check)
     return parser
 
 

@@ -52,6 +52,14 @@ class ConflictError(ServiceError):
     type = "conflict"
 
 
+class GateRefusedError(ServiceError):
+    """A few-shot add the agreement gate refused (409): the candidate judges labeled cases
+    worse than the active version by more than the tolerance."""
+
+    status = 409
+    type = "gate_refused"
+
+
 class OverloadedError(ServiceError):
     """Too much work queued (429): retry after ``Retry-After`` seconds."""
 

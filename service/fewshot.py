@@ -83,6 +83,12 @@ class BankVersion:
     examples: tuple[Example, ...]
     created_at: datetime
     note: str = ""
+    tag: str = ""  # set on unsaved candidate versions (dry runs), so they never share a key
+
+    @property
+    def cache_id(self) -> str:
+        """What cache keys and prompt prefixes are keyed by."""
+        return f"{self.version}{self.tag}"
 
 
 class VersionNotFoundError(LookupError):

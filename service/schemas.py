@@ -60,6 +60,9 @@ class ScoreOptions(BaseModel):
     score_mode: ScoreMode = "binary"
     fewshot_version: int | None = Field(default=None, ge=1, description="null: active version")
     on_failure: OnFailure = "null"
+    cache: bool = Field(
+        default=True, description="false: ask the judge again (repeat runs measure its spread)"
+    )
 
 
 class ScoreRequest(BaseModel):

@@ -141,7 +141,7 @@ class Scorer:
         )
         self._slots = asyncio.Semaphore(settings.judge_concurrency)
         self._waiting = 0
-        self._prefix: dict[int, list[dict[str, str]]] = {}
+        self._prefix: dict[str, list[dict[str, str]]] = {}
         self.judge_calls = 0  # judge calls started (each with its retries), for tests and logs
 
     async def resolve_version(self, pinned: int | None) -> BankVersion:
@@ -156,11 +156,15 @@ class Scorer:
                 f"options.fewshot_version: {exc}; GET /v1/fewshot/versions lists them"
             ) from exc
 
-    async def score(self, request: ScoreRequest) -> ScoreResponse:
+    async def score(
+        self, request: ScoreRequest, bank_version: BankVersion | None = None
+    ) -> ScoreResponse:
+        """Score a request; ``bank_version`` overrides the request's (a dry-run candidate)."""
         deadline = time.monotonic() + self.settings.request_deadline_s
         check_limits(request, self.settings)
         options = request.options
-        bank_version = await self.resolve_version(options.fewshot_version)
+        if bank_version is None:
+            bank_version = await self.resolve_version(options.fewshot_version)
 
         # 1. Parse items and apply the deterministic guards.
         parsed: list[tuple[ScoreItem, list[str], str | None, Context]] = []
@@ -186,7 +190,7 @@ class Scorer:
                 key = score_key(
                     judge_model=self.judge.model,
                     prompt_version=self.prompt.version,
-                    fewshot_version=bank_version.version,
+                    fewshot_version=bank_version.cache_id,
                     score_mode=options.score_mode,
                     context=context,
                     suggestion=suggestion,
@@ -197,9 +201,9 @@ class Scorer:
             keys.append(item_keys)
 
         # 2. Cache tiers: in process, then one MGET to Redis for what is left.
-        outcomes = self._lookup(cases)
+        outcomes = self._lookup(cases) if options.cache else {}
         missing = [key for key in cases if key not in outcomes]
-        if missing and self.redis is not None:
+        if missing and self.redis is not None and options.cache:
             found = await self.redis.get_many(missing)
             self.metrics.cache_hits.labels("redis").inc(len(found))
             self.metrics.cache_misses.labels("redis").inc(len(missing) - len(found))
@@ -292,14 +296,14 @@ class Scorer:
         return _Outcome(scores, shared)
 
     def _prefix_messages(self, bank_version: BankVersion) -> list[dict[str, str]]:
-        prefix = self._prefix.get(bank_version.version)
+        prefix = self._prefix.get(bank_version.cache_id)
         if prefix is None:
             probe = Context(query="-")
             examples = select_examples(bank_version.examples, self.settings.fewshot_token_budget)
             prefix = self.prompt.messages(examples, probe, "-")[:-1]
             if len(self._prefix) > 16:
                 self._prefix.clear()
-            self._prefix[bank_version.version] = prefix
+            self._prefix[bank_version.cache_id] = prefix
         return prefix
 
     async def _call_judge(

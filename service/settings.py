@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -101,6 +101,15 @@ class Settings(BaseSettings):
         default=4000, ge=0, description="prompt tokens for examples; 0: no limit"
     )
     fewshot_max_examples_per_add: int = Field(default=100, ge=1)
+    fewshot_gate_tolerance: float | None = Field(
+        default=None,
+        ge=0,
+        description="refuse an add that lowers mean agreement on the gate "
+        "cases by more than this (unless forced); unset: no gate",
+    )
+    fewshot_gate_cases: Path | None = Field(
+        default=None, description="labeled cases (JSONL, judge_cases format) for the gate"
+    )
     redis_key_prefix: str = Field(default="eqs-reward:")
 
     # --- admin and storage -------------------------------------------------------------------
@@ -118,6 +127,17 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _gate_needs_cases(self) -> Settings:
+        if self.fewshot_gate_tolerance is not None and (
+            self.fewshot_gate_cases is None or not self.fewshot_gate_cases.is_file()
+        ):
+            raise ValueError(
+                "EQS_REWARD_FEWSHOT_GATE_TOLERANCE needs EQS_REWARD_FEWSHOT_GATE_CASES, a JSONL "
+                "file of labeled cases"
+            )
+        return self
 
     @field_validator("judge_url")
     @classmethod

@@ -36,6 +36,7 @@ class StubBehaviour:
     fail_pattern: str = ""  # answer fail_status for every suggestion containing this text
     delay_s: float = 0.0  # sleep before answering
     p_one: float = 0.9  # soft mode: probability put on the chosen digit
+    follow_examples: bool = False  # answer like a few-shot example showing the same suggestion
 
 
 @dataclass
@@ -73,6 +74,8 @@ class StubJudge:
             return JSONResponse({"error": {"message": "stub failure"}}, status_code=b.fail_status)
         self.suggestions.append(suggestion)
         verdict = self.verdict(suggestion)
+        if b.follow_examples:
+            verdict = self.from_examples(body["messages"], suggestion) or verdict
         content = json.dumps(verdict, separators=(",", ":"))
         if b.garbage_next > 0:
             b.garbage_next -= 1
@@ -93,6 +96,19 @@ class StubJudge:
                 "usage": {"prompt_tokens": 0, "completion_tokens": len(content), "total_tokens": 0},
             }
         )
+
+    @staticmethod
+    def from_examples(messages: list[dict[str, str]], suggestion: str) -> dict[str, int] | None:
+        """The verdict a few-shot example gave the same suggestion, if the prompt shows one:
+        a judge that learns from its examples, for tests of gating a bank change."""
+        for user, answer in zip(messages[1:-1:2], messages[2:-1:2], strict=False):
+            shown = _SUGGESTION.search(user.get("content", ""))
+            if shown and json.loads(shown.group(1).replace("\\u003c", "<")) == suggestion:
+                try:
+                    return {k: int(v) for k, v in json.loads(answer["content"]).items()}
+                except (ValueError, KeyError):
+                    return None
+        return None
 
     @staticmethod
     def _logprobs(content: str, p_one: float) -> list[dict[str, Any]]:

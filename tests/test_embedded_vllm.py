@@ -405,6 +405,47 @@ def test_grpo_training_and_mining_use_the_service(embedded: ServerProcess, tmp_p
     assert (tmp_path / "mine" / "u_q_hist.png").stat().st_size > 5_000
 
 
+def test_eval_on_the_dev_cases_with_the_real_judge(embedded: ServerProcess, tmp_path: Path) -> None:
+    """``eqs-reward eval`` over ../shared/judge_cases/dev.jsonl: a table, a JSON report and a
+    PNG, whose numbers agree with each other."""
+    cases = ROOT.parent / "shared" / "judge_cases" / "dev.jsonl"
+    if not cases.is_file():
+        pytest.skip("no shared judge cases")
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "eval",
+            "--url",
+            embedded.url,
+            "--cases",
+            str(cases),
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "agree" in run.stdout and "worst disagreements" in run.stdout
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["cases"] == len(cases.read_text().splitlines())
+    assert report["meta"]["judge_model"] == "smollm2-135m-instruct"
+    for dimension, r in report["dimensions"].items():
+        n = r["tp"] + r["fp"] + r["fn"] + r["tn"]
+        assert n == report["judged"], dimension
+        assert r["agreement"] == pytest.approx((r["tp"] + r["tn"]) / n)
+        judge_pass, label_pass = (r["tp"] + r["fp"]) / n, (r["tp"] + r["fn"]) / n
+        expected = judge_pass * label_pass + (1 - judge_pass) * (1 - label_pass)
+        if expected < 1:
+            assert r["kappa"] == pytest.approx((r["agreement"] - expected) / (1 - expected))
+        assert r["auc"] is None or 0.0 <= r["auc"] <= 1.0
+    assert (tmp_path / "report.png").stat().st_size > 20_000
+
+
 def _vllm_child_pid(judge_port: int) -> int:
     out = subprocess.run(
         ["pgrep", "-f", f"vllm.entrypoints.openai.api_server.*--port {judge_port}"],
