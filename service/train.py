@@ -204,6 +204,9 @@ def train(options: TrainOptions) -> dict[str, Any]:
         "csv": str(csv_path),
         "plot": str(out / "rewards.png"),
         "rows": len(logger.rows),
+        "model": str(model_dir),  # the policy this run started from
+        "prompts": len(rows),
+        "prompts_file": str(options.extra_contexts) if options.extra_contexts else None,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -446,6 +446,59 @@ def test_eval_on_the_dev_cases_with_the_real_judge(embedded: ServerProcess, tmp_
     assert (tmp_path / "report.png").stat().st_size > 20_000
 
 
+def test_iterate_alternates_training_and_mining(embedded: ServerProcess, tmp_path: Path) -> None:
+    """Two rounds: each trains (from the previous round's policy, on the queries plus the
+    previous hard subset) and mines with the new policy, each in its own folder."""
+    env = {**os.environ, "EQS_REWARD_MODEL_CACHE_DIR": str(models_dir())}
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "iterate",
+            "--url",
+            embedded.url,
+            "--rounds",
+            "2",
+            "--steps",
+            "1",
+            "--batch-size",
+            "2",
+            "--group-size",
+            "2",
+            "--max-completion-length",
+            "32",
+            "--prompts",
+            "2",
+            "--limit",
+            "2",
+            "--k",
+            "3",
+            "--top",
+            "1",
+            "--out",
+            str(tmp_path),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    history = json.loads((tmp_path / "rounds.json").read_text())
+    assert [h["round"] for h in history] == [1, 2]
+    for number in (1, 2):
+        folder = tmp_path / f"round-{number}"
+        assert (folder / "train" / "rewards.csv").is_file()
+        assert (folder / "train" / "model" / "config.json").is_file()
+        assert (folder / "mine" / "hard.jsonl").is_file()
+        assert (folder / "mine" / "u_q_hist.png").is_file()
+    # Round 2 trained on round 1's hard subset, from round 1's policy.
+    assert history[1]["train"]["prompts_file"] == str(tmp_path / "round-1" / "mine" / "hard.jsonl")
+    assert history[1]["train"]["model"] == str(tmp_path / "round-1" / "train" / "model")
+
+
 def _vllm_child_pid(judge_port: int) -> int:
     out = subprocess.run(
         ["pgrep", "-f", f"vllm.entrypoints.openai.api_server.*--port {judge_port}"],
