@@ -30,6 +30,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+)
 
 FailurePolicy = Literal["group_mean", "zero", "skip"]
 ScoreMode = Literal["binary", "soft"]
@@ -59,6 +67,17 @@ class RewardRequestRejected(RewardServiceError):
 
 class RewardDeadlineExceeded(RewardServiceError):
     """The call's deadline passed before the service answered."""
+
+
+class _ServiceBusy(Exception):
+    """A 5xx or 429 answer: worth retrying (after Retry-After when the service gave one)."""
+
+    def __init__(self, status: int, retry_after: float | None) -> None:
+        super().__init__(f"service answered {status}")
+        self.retry_after = retry_after
+
+
+_RETRYABLE = (httpx.TransportError, httpx.TimeoutException, _ServiceBusy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,10 +224,45 @@ class _Base:
         merged.update({key: value for key, value in options.items() if value is not None})
         return {"items": items, "options": merged}
 
-    def _backoff(self, attempt: int, response: httpx.Response | None) -> float:
-        if response is not None and response.headers.get("retry-after", "").isdigit():
-            return float(response.headers["retry-after"])
-        return float(self.backoff_s * 2.0 ** (attempt - 1) * random.uniform(0.5, 1.0))
+    def _retry_policy(self) -> dict[str, Any]:
+        """tenacity: up to ``max_retries`` retries on transport errors, timeouts, 5xx and 429,
+        exponential backoff with jitter (or the service's Retry-After), within the deadline."""
+        return {
+            "stop": stop_after_attempt(self.max_retries + 1) | stop_after_delay(self.deadline_s),
+            "wait": self._wait,
+            "retry": retry_if_exception_type(_RETRYABLE),
+            "reraise": True,
+        }
+
+    def _wait(self, state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, _ServiceBusy) and error.retry_after is not None:
+            pause = error.retry_after
+        else:
+            pause = self.backoff_s * 2.0 ** (state.attempt_number - 1) * random.uniform(0.5, 1)
+        left = self.deadline_s - (state.seconds_since_start or 0.0)
+        return float(max(0.0, min(pause, left)))  # never sleep past the deadline
+
+    def _gave_up(self, error: BaseException, deadline: float) -> RewardServiceError:
+        if time.monotonic() >= deadline:
+            return RewardDeadlineExceeded(f"no answer within {self.deadline_s} s")
+        return RewardServiceUnavailable(f"reward service unavailable: {error!r}")
+
+    @staticmethod
+    def _result(response: httpx.Response) -> ScoreResult:
+        """The parsed result; raise ``_ServiceBusy`` (retried) for 5xx/429, or
+        ``RewardRequestRejected`` (not retried) for other 4xx."""
+        if response.status_code == 200:
+            return parse_response(response.json())
+        if response.status_code == 429 or response.status_code >= 500:
+            header = response.headers.get("retry-after", "")
+            raise _ServiceBusy(response.status_code, float(header) if header.isdigit() else None)
+        try:
+            error = response.json()["error"]
+            type_, message = error["type"], error["message"]
+        except (ValueError, KeyError, TypeError):
+            type_, message = "http_error", response.text[:300]
+        raise RewardRequestRejected(response.status_code, type_, message)
 
     @staticmethod
     def _rewards(
@@ -219,21 +273,6 @@ class _Base:
     ) -> list[float | None]:
         groups = groups_from(len(result.items), group_size, group_ids)
         return apply_policy([i.reward for i in result.items], groups, policy)
-
-    @staticmethod
-    def _classify(response: httpx.Response) -> ScoreResult | None:
-        """A result, None for a retryable answer, or raise for a non-retryable one."""
-        if response.status_code == 200:
-            return parse_response(response.json())
-        if response.status_code == 429 or response.status_code >= 500:
-            return None
-        try:
-            error = response.json()["error"]
-            raise RewardRequestRejected(response.status_code, error["type"], error["message"])
-        except (ValueError, KeyError, TypeError):
-            raise RewardRequestRejected(
-                response.status_code, "http_error", response.text[:300]
-            ) from None
 
 
 class AsyncRewardClient(_Base):
@@ -278,35 +317,32 @@ class AsyncRewardClient(_Base):
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        # asyncio closes a transport's socket on the next loop iteration: let it run, so a
+        # loop that ends right after (asyncio.run) does not leak the socket.
+        await asyncio.sleep(0)
 
     async def score(self, items: list[dict[str, Any]], **options: Any) -> ScoreResult:
         """POST contract-shaped items to /v1/score, with retries, under the deadline."""
         body = self._body(items, **options)
         deadline = time.monotonic() + self.deadline_s
-        last: Exception | None = None
-        for attempt in range(1, self.max_retries + 2):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            response = None
-            try:
-                response = await asyncio.wait_for(
-                    self._http.post("/v1/score", json=body), timeout=remaining
-                )
-                result = self._classify(response)
-                if result is not None:
-                    return result
-                last = RewardServiceUnavailable(f"service answered {response.status_code}")
-            except (httpx.TransportError, httpx.TimeoutException) as exc:
-                last = exc
-            except TimeoutError:
-                raise RewardDeadlineExceeded(f"no answer within {self.deadline_s} s") from None
-            if attempt <= self.max_retries:
-                pause = min(self._backoff(attempt, response), max(0.0, deadline - time.monotonic()))
-                await asyncio.sleep(pause)
-        if time.monotonic() >= deadline:
-            raise RewardDeadlineExceeded(f"no answer within {self.deadline_s} s") from last
-        raise RewardServiceUnavailable(f"reward service unavailable: {last!r}") from last
+        try:
+            async for attempt in AsyncRetrying(**self._retry_policy()):
+                with attempt:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise RewardDeadlineExceeded(f"no answer within {self.deadline_s} s")
+                    try:
+                        response = await asyncio.wait_for(
+                            self._http.post("/v1/score", json=body), timeout=remaining
+                        )
+                    except TimeoutError:
+                        raise RewardDeadlineExceeded(
+                            f"no answer within {self.deadline_s} s"
+                        ) from None
+                    return self._result(response)
+        except _RETRYABLE as exc:
+            raise self._gave_up(exc, deadline) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def score_completions(
         self, contexts: Sequence[str | dict[str, Any]], completions: Sequence[str], **options: Any
@@ -371,30 +407,22 @@ class RewardClient(_Base):
         self._http.close()
 
     def score(self, items: list[dict[str, Any]], **options: Any) -> ScoreResult:
+        """POST contract-shaped items to /v1/score, with retries, under the deadline."""
         body = self._body(items, **options)
         deadline = time.monotonic() + self.deadline_s
-        last: Exception | None = None
-        for attempt in range(1, self.max_retries + 2):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            response = None
-            try:
-                response = self._http.post(
-                    "/v1/score", json=body, timeout=min(self.timeout_s, remaining)
-                )
-                result = self._classify(response)
-                if result is not None:
-                    return result
-                last = RewardServiceUnavailable(f"service answered {response.status_code}")
-            except (httpx.TransportError, httpx.TimeoutException) as exc:
-                last = exc
-            if attempt <= self.max_retries:
-                pause = min(self._backoff(attempt, response), max(0.0, deadline - time.monotonic()))
-                time.sleep(pause)
-        if time.monotonic() >= deadline:
-            raise RewardDeadlineExceeded(f"no answer within {self.deadline_s} s") from last
-        raise RewardServiceUnavailable(f"reward service unavailable: {last!r}") from last
+        try:
+            for attempt in Retrying(**self._retry_policy()):
+                with attempt:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise RewardDeadlineExceeded(f"no answer within {self.deadline_s} s")
+                    response = self._http.post(
+                        "/v1/score", json=body, timeout=min(self.timeout_s, remaining)
+                    )
+                    return self._result(response)
+        except _RETRYABLE as exc:
+            raise self._gave_up(exc, deadline) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def score_completions(
         self, contexts: Sequence[str | dict[str, Any]], completions: Sequence[str], **options: Any

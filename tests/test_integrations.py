@@ -144,7 +144,7 @@ def test_verl_per_sample_sync_and_async(verl: Any) -> None:
     assert failed["score"] == 0.0 and failed["failed"] == 1.0  # no group here: 0.0, flagged
 
     async def reward_loop() -> list[dict[str, Any]]:  # as the async reward loop
-        return list(
+        scores = list(
             await asyncio.gather(
                 *[
                     verl.compute_score_async(
@@ -157,6 +157,8 @@ def test_verl_per_sample_sync_and_async(verl: Any) -> None:
                 ]
             )
         )
+        await verl.aclose()  # the worker's exit would; a test must
+        return scores
 
     good, short = asyncio.run(reward_loop())
     assert good["score"] == 1.0 and short["score"] == 0.0 and short["information_gain"] == 0.0
