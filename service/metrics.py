@@ -76,7 +76,8 @@ class Metrics:
         self.judge_calls = Counter(
             "eqs_reward_judge_calls_total",
             "Judge calls (one per uncached suggestion), by outcome: ok on the first attempt, "
-            "retried (ok after retries), failed (every attempt failed).",
+            "retried (ok after retries), unparseable (gave up on unreadable answers), failed "
+            "(gave up otherwise).",
             ["outcome"],
             registry=r,
         )

@@ -339,7 +339,9 @@ class Scorer:
             )
         except JudgeError as exc:
             self.metrics.judge_attempt_errors.labels(exc.reason).inc()
-            self.metrics.judge_calls.labels("failed").inc()
+            # A call that gave up on unreadable answers is told apart from an unreachable judge.
+            outcome = "unparseable" if exc.reason == "unparseable" else "failed"
+            self.metrics.judge_calls.labels(outcome).inc()
             log.warning("judge call failed after retries (%s): %s", exc.reason, exc)
             raise
         finally:

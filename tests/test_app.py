@@ -188,6 +188,19 @@ def test_transient_failures_are_retried(client: TestClient, stub: StubJudge) -> 
     assert 'outcome="retried"} 2.0' in client.get("/metrics").text
 
 
+def test_a_judge_that_never_answers_readably_is_counted_unparseable(
+    client: TestClient, stub: StubJudge
+) -> None:
+    stub.behaviour.garbage_next = 100
+    response = client.post("/v1/score", json=score_body(item("blender", GOOD), k=1))
+    suggestion = response.json()["results"][0]["suggestions"][0]
+    assert suggestion["status"] == "failed" and suggestion["reason"] == "unparseable"
+    assert stub.calls == 4
+    metrics = client.get("/metrics").text
+    assert 'eqs_reward_judge_calls_total{outcome="unparseable"} 1.0' in metrics
+    assert 'eqs_reward_judge_attempt_errors_total{reason="unparseable"} 4.0' in metrics
+
+
 def test_judge_4xx_is_not_retried(client: TestClient, stub: StubJudge) -> None:
     stub.behaviour.fail_next, stub.behaviour.fail_status = 1, 400
     response = client.post("/v1/score", json=score_body(item("blender", GOOD), k=1))
