@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.client import parse_response
+from service.deps import get_scorer
 from service.integrations.openrlhf import openrlhf_answer, openrlhf_items
 from service.schemas import ScoreRequest
 from service.scoring import Scorer
@@ -42,17 +43,11 @@ class GetRewardResponse(BaseModel):
     extra_logs: dict[str, list[float]]
 
 
-async def _scorer(request: Request) -> Scorer:
-    from service.app import get_scorer
-
-    return await get_scorer(request)
-
-
 @router.post("/get_reward", response_model=GetRewardResponse)
 async def get_reward(
     body: GetRewardRequest,
     request: Request,
-    scorer: Scorer = Depends(_scorer),  # noqa: B008
+    scorer: Scorer = Depends(get_scorer),  # noqa: B008
 ) -> dict[str, Any]:
     """Set rewards for OpenRLHF; failed samples follow EQS_REWARD_OPENRLHF_FAILURE_POLICY."""
     contexts, responses, groups = openrlhf_items(body.query, body.prompts, body.labels)

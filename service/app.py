@@ -27,8 +27,9 @@ from service.api_fewshot import router as fewshot_router
 from service.api_openrlhf import router as openrlhf_router
 from service.bank import BankStore, BankUnavailableError, open_store
 from service.cache import RedisTier
+from service.deps import get_scorer
 from service.embedded import EmbeddedJudge
-from service.errors import ServiceError, UnavailableError, envelope
+from service.errors import ServiceError, envelope
 from service.fewshot import load_seed_examples
 from service.judge import JudgeClient, JudgeError
 from service.metrics import Metrics
@@ -222,20 +223,6 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             await redis_client.aclose()
         if embedded is not None:
             await embedded.stop()
-
-
-async def get_scorer(request: Request) -> Scorer:
-    """``async`` on purpose: FastAPI runs a plain ``def`` dependency in a worker thread, a
-    thread hop on every request of the hot path."""
-    scorer: Scorer = request.app.state.scorer
-    embedded: EmbeddedJudge | None = request.app.state.embedded
-    if embedded is not None and not embedded.ever_ready:
-        raise UnavailableError(
-            "the embedded judge is still starting (about a minute on a CPU); "
-            "poll GET /ready and retry",
-            headers={"Retry-After": "10"},
-        )
-    return scorer
 
 
 def create_app(
