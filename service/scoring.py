@@ -142,7 +142,6 @@ class Scorer:
         self._slots = asyncio.Semaphore(settings.judge_concurrency)
         self._waiting = 0
         self._prefix: dict[str, list[dict[str, str]]] = {}
-        self.judge_calls = 0  # judge calls started (each with its retries), for tests and logs
 
     async def resolve_version(self, pinned: int | None) -> BankVersion:
         if pinned is None:
@@ -320,7 +319,6 @@ class Scorer:
         finally:
             self._waiting -= 1
             self.metrics.judge_queue.set(self._waiting)
-        self.judge_calls += 1
         self.metrics.judge_in_flight.inc()
         started = time.perf_counter()
 
