@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import httpx
@@ -17,6 +16,7 @@ from service.client import (
     apply_policy,
     groups_from,
 )
+from tests.conftest import scripted
 
 
 def body(*rewards: float | None) -> dict[str, Any]:
@@ -44,24 +44,6 @@ def body(*rewards: float | None) -> dict[str, Any]:
             }
         )
     return {"results": results, "meta": {"fewshot_version": 2}}
-
-
-def scripted(*answers: Any) -> tuple[httpx.MockTransport, list[dict[str, Any]]]:
-    seen: list[dict[str, Any]] = []
-    queue = list(answers)
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(json.loads(request.content))
-        answer = queue.pop(0) if len(queue) > 1 else queue[0]
-        if isinstance(answer, Exception):
-            raise answer
-        if isinstance(answer, tuple):
-            return httpx.Response(
-                answer[0], json=answer[1], headers=answer[2] if len(answer) > 2 else None
-            )
-        return httpx.Response(200, json=answer)
-
-    return httpx.MockTransport(handler), seen
 
 
 def test_policies() -> None:

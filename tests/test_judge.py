@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
@@ -22,6 +21,7 @@ from service.judge import (
     soft_scores,
 )
 from service.prompts import VERDICT_REGEX
+from tests.conftest import scripted
 
 MESSAGES = [{"role": "user", "content": "x"}]
 FAST = RetryPolicy(max_retries=3, initial_s=0.0, max_s=0.0)
@@ -32,23 +32,6 @@ def completion(content: str, logprobs: list[dict[str, Any]] | None = None) -> di
     if logprobs is not None:
         choice["logprobs"] = {"content": logprobs}
     return {"choices": [choice]}
-
-
-def scripted(*answers: Any) -> tuple[httpx.MockTransport, list[dict[str, Any]]]:
-    """A transport answering in order: an int status, an exception, or a completion dict."""
-    seen: list[dict[str, Any]] = []
-    queue = list(answers)
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(json.loads(request.content))
-        answer = queue.pop(0) if len(queue) > 1 else queue[0]
-        if isinstance(answer, Exception):
-            raise answer
-        if isinstance(answer, int):
-            return httpx.Response(answer, json={"error": "x"})
-        return httpx.Response(200, json=answer)
-
-    return httpx.MockTransport(handler), seen
 
 
 def client(transport: httpx.MockTransport, **kw: Any) -> JudgeClient:
