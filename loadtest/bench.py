@@ -89,14 +89,14 @@ class Proc:
 
 def stub_judge() -> Proc:
     port = free_port()
-    return Proc([PY, "-m", "service.stub_judge", "--port", str(port)], port).wait("/health", 30)
+    return Proc([PY, "-m", "eqs_reward.judge.stub", "--port", str(port)], port).wait("/health", 30)
 
 
 def service(env: dict[str, str], ready_timeout: float = 60) -> Proc:
     port = free_port()
     data = Path(f"/tmp/eqs-bench-data-{port}")
     return Proc(
-        [PY, "-m", "service.cli", "serve", "--port", str(port)],
+        [PY, "-m", "eqs_reward.cli", "serve", "--port", str(port)],
         port,
         {"EQS_REWARD_DATA_DIR": str(data), "EQS_REWARD_LOG_LEVEL": "warning", **env},
     ).wait("/ready", ready_timeout)
@@ -133,10 +133,8 @@ def case(n: int, tag: str) -> tuple[dict[str, Any], str]:
 
 # -- 1. overhead -------------------------------------------------------------------------------
 def bench_overhead(requests: int, concurrency: int, rounds: int) -> dict[str, Any]:
-    from service.fewshot import load_seed_examples
-    from service.judge import JudgeClient
-    from service.prompts import JudgePrompt
-    from service.schemas import Context
+    from eqs_reward.judge import JudgeClient, JudgePrompt
+    from eqs_reward.judge.cases import Context, load_seed_examples
 
     prompt = JudgePrompt.load(ROOT / "prompts", "qualeqs-v1")
     seed = load_seed_examples(ROOT / "fewshot_bank")  # the same prompt the service sends
@@ -288,10 +286,11 @@ async def _in_process_cache_rate() -> dict[str, Any]:
     """The scorer alone (no HTTP, no JSON): the ceiling of the cache-hit path in one process."""
     import tempfile
 
-    from service.app import create_app
     from service.schemas import ScoreRequest
-    from service.settings import Settings
-    from service.stub_judge import StubJudge
+
+    from eqs_reward.judge.stub import StubJudge
+    from eqs_reward.server import build_app
+    from eqs_reward.server.settings import Settings
 
     stub = StubJudge()
     with tempfile.TemporaryDirectory() as tmp:
@@ -301,7 +300,7 @@ async def _in_process_cache_rate() -> dict[str, Any]:
             judge_model="stub",  # type: ignore[call-arg]
             data_dir=Path(tmp),
         )
-        app = create_app(settings, judge_transport=httpx.ASGITransport(app=stub.app()))
+        app = build_app(settings, judge_transport=httpx.ASGITransport(app=stub.app()))
         async with app.router.lifespan_context(app):
             scorer = app.state.scorer
             groups = [ScoreRequest.model_validate(g) for g in _cached_group_bodies("inproc", 16)]
@@ -418,7 +417,8 @@ def _rss_mib() -> float:
 
 def bench_memory(entries: int) -> dict[str, Any]:
     from service.cache import LRUCache, score_key
-    from service.schemas import Context
+
+    from eqs_reward.judge.cases import Context
 
     cache: LRUCache[tuple[float, float, float]] = LRUCache(entries)
     contexts = [Context(query=f"query number {n}") for n in range(100)]

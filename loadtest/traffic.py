@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from service.data import load_queries
+from eqs_reward.offline.data import load_queries
 
 _TEMPLATES = [
     "Which {q} are under ${price}?",

@@ -18,11 +18,11 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.settings import Settings
-from service.stub_judge import StubJudge
+from eqs_reward.judge.stub import StubJudge
+from eqs_reward.server import build_app
+from eqs_reward.server.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 
 
@@ -93,7 +93,7 @@ def make_client(tmp_path: Path, stub: StubJudge) -> Iterator[Any]:
 
     def factory(**overrides: Any) -> TestClient:
         settings = make_settings(tmp_path, **overrides)
-        app = create_app(settings, judge_transport=httpx.ASGITransport(app=stub.app()))
+        app = build_app(settings, judge_transport=httpx.ASGITransport(app=stub.app()))
         client = TestClient(app)
         client.__enter__()
         clients.append(client)
@@ -120,7 +120,7 @@ class ServerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> ServerProcess:
+    def start(self, cwd: Path = ROOT) -> ServerProcess:
         with open(self.log, "ab") as out:
             self.process = subprocess.Popen(
                 self.argv,
@@ -128,7 +128,7 @@ class ServerProcess:
                 stderr=subprocess.STDOUT,
                 env=self.env,
                 start_new_session=True,
-                cwd=ROOT,
+                cwd=cwd,
             )
         return self
 
@@ -155,15 +155,24 @@ def service_env(**values: str) -> dict[str, str]:
 
 def stub_judge_process(tmp_path: Path, port: int | None = None) -> ServerProcess:
     port = port or free_port()
-    argv = [sys.executable, "-m", "service.stub_judge", "--port", str(port)]
+    argv = [sys.executable, "-m", "eqs_reward.judge.stub", "--port", str(port)]
     return ServerProcess(argv, port, service_env(), tmp_path / f"stub-{port}.log")
 
 
 def service_process(tmp_path: Path, port: int | None = None, **env: str) -> ServerProcess:
     port = port or free_port()
-    argv = [sys.executable, "-m", "service.cli", "serve", "--port", str(port)]
+    argv = [sys.executable, "-m", "eqs_reward.cli", "serve", "--port", str(port)]
     values = {"EQS_REWARD_DATA_DIR": str(tmp_path / "data"), **env}
     return ServerProcess(argv, port, service_env(**values), tmp_path / f"service-{port}.log")
+
+
+def assert_envelope(response: httpx.Response, status: int, type_: str | None = None) -> str:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == status and error["message"]
+    if type_:
+        assert error["type"] == type_
+    return str(error["message"])
 
 
 def score_body(*items: dict[str, Any], **options: Any) -> dict[str, Any]:

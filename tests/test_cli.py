@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from service.cli import main
+from eqs_reward.cli import main
 from tests.conftest import ServerProcess, service_process, stub_judge_process, wait_http
 
 TOKEN = "cli-token"

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, ServerProcess, free_port, service_process, wait_http
-from tests.test_observability import dashboard_and_alert_expressions
+from tests.server.test_observability import dashboard_and_alert_expressions
 
 pytestmark = pytest.mark.vllm
 
@@ -307,7 +307,7 @@ def test_grpo_training_and_mining_use_the_service(embedded: ServerProcess, tmp_p
         [
             sys.executable,
             "-m",
-            "service.cli",
+            "eqs_reward.cli",
             "train",
             "--url",
             embedded.url,
@@ -376,7 +376,7 @@ def test_grpo_training_and_mining_use_the_service(embedded: ServerProcess, tmp_p
         [
             sys.executable,
             "-m",
-            "service.cli",
+            "eqs_reward.cli",
             "mine",
             "--url",
             embedded.url,
@@ -415,7 +415,7 @@ def test_eval_on_the_dev_cases_with_the_real_judge(embedded: ServerProcess, tmp_
         [
             sys.executable,
             "-m",
-            "service.cli",
+            "eqs_reward.cli",
             "eval",
             "--url",
             embedded.url,
@@ -454,7 +454,7 @@ def test_iterate_alternates_training_and_mining(embedded: ServerProcess, tmp_pat
         [
             sys.executable,
             "-m",
-            "service.cli",
+            "eqs_reward.cli",
             "iterate",
             "--url",
             embedded.url,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.evaluation import (
+from eqs_reward.evaluation import (
     DIMENSIONS,
     CaseResult,
     confusion,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.rewards import (
+from eqs_reward.rewards import (
     disagreement,
     fold,
     format_problem,

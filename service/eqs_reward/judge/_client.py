@@ -1,0 +1,365 @@
+"""Client for an LLM judge behind any OpenAI-compatible chat endpoint (vLLM in practice).
+
+One call grades one suggestion. The answer is constrained to a compact JSON object
+(``{"a":1,"f":0,"i":1}``) by vLLM's ``structured_outputs`` regex; in soft mode the probability of
+each digit is read from ``top_logprobs`` and renormalised over the two allowed digits.
+
+Public surface: ``JudgeClient`` (one attempt per ``grade``), ``grade_with_retries`` (the retry
+policy), ``Verdict`` and the ``JudgeError`` family. ``transport=`` is injectable for tests.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import httpx
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+)
+
+from eqs_reward.judge._prompt import VERDICT_KEYS, VERDICT_REGEX
+from eqs_reward.types import DIMENSIONS, ScoreMode
+
+OutputConstraint = Literal["regex", "json_schema", "none"]
+
+_VERDICT = re.compile(r'\{"a":([01]),"f":([01]),"i":([01])\}')
+
+
+class JudgeError(Exception):
+    """Base of every judge failure. ``reason`` is a low-cardinality label for metrics."""
+
+    reason = "error"
+    retryable = True
+
+
+class JudgeTransportError(JudgeError):
+    """The judge could not be reached (connection refused, reset, DNS)."""
+
+    reason = "transport"
+
+
+class JudgeTimeoutError(JudgeError):
+    """The judge did not answer within the call's timeout."""
+
+    reason = "timeout"
+
+
+class JudgeServerError(JudgeError):
+    """The judge answered 5xx."""
+
+    reason = "server_error"
+
+
+class JudgeRateLimitedError(JudgeError):
+    """The judge answered 429 (its queue is full); worth retrying after a pause."""
+
+    reason = "rate_limited"
+
+
+class JudgeRequestError(JudgeError):
+    """The judge refused the request itself (4xx other than 429). Retrying cannot help."""
+
+    reason = "client_error"
+    retryable = False
+
+
+class JudgeOutputError(JudgeError):
+    """The judge answered, but not with a verdict we can read."""
+
+    reason = "unparseable"
+
+
+#: A suggestion's scores in ``DIMENSIONS`` order (answerability, factuality, information gain):
+#: the one shape they keep from the judge's answer through the cache to the response.
+Scores = tuple[float, float, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The judge's scores for one suggestion, each in [0, 1], and how they were obtained."""
+
+    scores: Scores
+    raw: str = ""
+    attempts: int = 1
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(zip(DIMENSIONS, self.scores, strict=True))
+
+
+@dataclass(slots=True)
+class JudgeClient:
+    """A pooled async client for one judge endpoint.
+
+    ``base_url`` is the OpenAI-compatible root (``http://host:port/v1``). The ``httpx`` client is
+    created once and reused for every call (connection pooling); close it with ``aclose``.
+    """
+
+    base_url: str
+    model: str
+    api_key: str | None = None
+    timeout_s: float = 30.0
+    connect_timeout_s: float = 5.0
+    max_connections: int = 64
+    max_tokens: int = 24
+    top_logprobs: int = 10
+    output_constraint: OutputConstraint = "regex"
+    chat_template_kwargs: dict[str, Any] | None = None
+    transport: httpx.AsyncBaseTransport | None = None
+    _http: httpx.AsyncClient = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url.rstrip("/") + "/",
+            headers=headers,
+            timeout=httpx.Timeout(self.timeout_s, connect=self.connect_timeout_s),
+            limits=httpx.Limits(
+                max_connections=self.max_connections,
+                max_keepalive_connections=self.max_connections,
+            ),
+            transport=self.transport,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def request_body(self, messages: list[dict[str, str]], mode: ScoreMode) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "temperature": 0.0,
+            "max_tokens": self.max_tokens,
+        }
+        if self.output_constraint == "regex":
+            body["structured_outputs"] = {"regex": VERDICT_REGEX}
+        elif self.output_constraint == "json_schema":
+            digit = {"type": "integer", "enum": [0, 1]}
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "verdict",
+                    "strict": True,
+                    "schema": {
+                        "type": "object",
+                        "properties": {key: digit for key in VERDICT_KEYS},
+                        "required": list(VERDICT_KEYS),
+                        "additionalProperties": False,
+                    },
+                },
+            }
+        if mode == "soft":
+            body["logprobs"] = True
+            body["top_logprobs"] = self.top_logprobs
+        if self.chat_template_kwargs:
+            body["chat_template_kwargs"] = self.chat_template_kwargs
+        return body
+
+    async def grade(self, messages: list[dict[str, str]], mode: ScoreMode) -> Verdict:
+        """One judge call, no retries. Raises a ``JudgeError`` subclass on any failure."""
+        try:
+            response = await self._http.post(
+                "chat/completions", json=self.request_body(messages, mode)
+            )
+        except httpx.TimeoutException as exc:
+            raise JudgeTimeoutError(f"judge timed out: {exc!r}") from exc
+        except httpx.TransportError as exc:
+            raise JudgeTransportError(f"judge unreachable: {exc!r}") from exc
+        if response.status_code == 429:
+            raise JudgeRateLimitedError("judge answered 429")
+        if response.status_code >= 500:
+            raise JudgeServerError(f"judge answered {response.status_code}")
+        if response.status_code >= 400:
+            raise JudgeRequestError(
+                f"judge refused the request ({response.status_code}): {response.text[:300]}"
+            )
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise JudgeOutputError("judge answer is not JSON") from exc
+        content, logprobs = read_choice(body)
+        hard = parse_verdict(content)
+        named = soft_scores(content, logprobs, hard) if mode == "soft" else _hard_scores(hard)
+        scores: Scores = (
+            named["answerability"],
+            named["factuality"],
+            named["information_gain"],
+        )
+        return Verdict(scores, raw=content)
+
+    async def ping(self) -> None:
+        """Raise ``JudgeError`` unless the judge lists its models (cheap readiness probe)."""
+        try:
+            response = await self._http.get("models", timeout=3.0)
+        except httpx.TimeoutException as exc:
+            raise JudgeTimeoutError("judge did not answer /models") from exc
+        except httpx.TransportError as exc:
+            raise JudgeTransportError(f"judge unreachable: {exc!r}") from exc
+        if response.status_code != 200:
+            raise JudgeServerError(f"judge /models answered {response.status_code}")
+
+
+def read_choice(body: Any) -> tuple[str, list[dict[str, Any]]]:
+    """The first choice's message content and its logprob entries, checked for shape: a judge
+    (or a proxy in front of it) can answer valid JSON of any shape, and that must become a
+    ``JudgeOutputError`` (retried, then a flagged suggestion), never an exception elsewhere."""
+    try:
+        choice = body["choices"][0]
+        content = choice["message"]["content"]
+    except (KeyError, IndexError, TypeError) as exc:
+        raise JudgeOutputError("judge answer is not a chat completion") from exc
+    if content is None:
+        content = ""
+    if not isinstance(content, str):
+        raise JudgeOutputError(f"judge message content is {type(content).__name__}, not text")
+    logprobs = choice.get("logprobs") if isinstance(choice, dict) else None
+    if logprobs is None:
+        return content, []
+    entries = logprobs.get("content") if isinstance(logprobs, dict) else logprobs
+    if entries is None:
+        return content, []
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise JudgeOutputError("judge logprobs are not a list of token entries")
+    return content, entries
+
+
+def _logprob(value: Any) -> float | None:
+    """A usable log-probability (finite, at most 0 up to rounding), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    if not math.isfinite(number) or number > 1e-6:
+        return None
+    return number
+
+
+def parse_verdict(content: str) -> dict[str, int]:
+    """Read ``{"a":0|1,"f":0|1,"i":0|1}``; tolerant of whitespace and of full dimension names
+    (for judges served without structured outputs)."""
+    text = content.strip()
+    match = _VERDICT.fullmatch(text)
+    if match:
+        return dict(zip(VERDICT_KEYS, (int(g) for g in match.groups()), strict=True))
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise JudgeOutputError(f"judge output is not JSON: {text[:80]!r}") from exc
+    if not isinstance(value, dict):
+        raise JudgeOutputError(f"judge output is not an object: {text[:80]!r}")
+    out: dict[str, int] = {}
+    for key, name in VERDICT_KEYS.items():
+        raw = value.get(key, value.get(name))
+        if isinstance(raw, bool):
+            raw = int(raw)
+        if raw not in (0, 1):
+            raise JudgeOutputError(f"judge output lacks a 0/1 for {name!r}: {text[:80]!r}")
+        out[key] = int(raw)
+    return out
+
+
+def _hard_scores(hard: dict[str, int]) -> dict[str, float]:
+    return {VERDICT_KEYS[key]: float(value) for key, value in hard.items()}
+
+
+def soft_scores(
+    content: str, logprobs: list[dict[str, Any]], hard: dict[str, int]
+) -> dict[str, float]:
+    """P(1) / (P(0) + P(1)) at each verdict digit, from the tokens' ``top_logprobs``.
+
+    Each digit is located by character offset in the concatenated tokens; alternatives are the
+    same token with that one character swapped (so merged tokens such as ``1,"`` still work).
+    Where the alternatives are missing, the sampled digit stands (a hard 0 or 1).
+    """
+    scores = _hard_scores(hard)
+    tokens = [str(entry.get("token", "")) for entry in logprobs]
+    joined = "".join(tokens)
+    # The tokens may carry more than the content (a trailing end-of-turn token, say).
+    match = _VERDICT.search(joined)
+    if match is None:
+        return scores
+    starts: list[int] = []
+    offset = 0
+    for token in tokens:
+        starts.append(offset)
+        offset += len(token)
+    for group, key in enumerate(VERDICT_KEYS, start=1):
+        position = match.start(group)
+        index = max(i for i, start in enumerate(starts) if start <= position)
+        token, j = tokens[index], position - starts[index]
+        probability = {"0": 0.0, "1": 0.0}
+        alternatives = logprobs[index].get("top_logprobs") or []
+        if not isinstance(alternatives, list):
+            raise JudgeOutputError("judge top_logprobs is not a list")
+        candidates = [c for c in alternatives if isinstance(c, dict)]
+        candidates.append({"token": token, "logprob": logprobs[index].get("logprob")})
+        seen: set[str] = set()
+        for candidate in candidates:
+            text, logprob = str(candidate.get("token", "")), _logprob(candidate.get("logprob"))
+            if text in seen or logprob is None or len(text) != len(token):
+                continue
+            seen.add(text)
+            if text[:j] + text[j + 1 :] == token[:j] + token[j + 1 :] and text[j] in probability:
+                probability[text[j]] += math.exp(max(logprob, -1e4))
+        total = probability["0"] + probability["1"]
+        if total > 0:
+            scores[VERDICT_KEYS[key]] = probability["1"] / total
+    return scores
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Up to ``max_retries`` retries after the first attempt, exponential backoff with jitter."""
+
+    max_retries: int = 3
+    initial_s: float = 0.25
+    max_s: float = 4.0
+
+    def backoff(self, state: RetryCallState) -> float:
+        """``initial * 2**(n-1)`` capped at ``max``, scaled by a random factor in [0.5, 1]
+        ("equal jitter"): retries of many suggestions that failed together spread out."""
+        attempt: int = state.attempt_number
+        base: float = min(self.max_s, self.initial_s * 2.0 ** (attempt - 1))
+        return base * random.uniform(0.5, 1.0)
+
+
+async def grade_with_retries(
+    client: JudgeClient,
+    messages: list[dict[str, str]],
+    mode: ScoreMode,
+    policy: RetryPolicy,
+    on_retry: Callable[[JudgeError], None] | None = None,
+) -> Verdict:
+    """Grade with retries on transport errors, timeouts, 5xx, 429 and unreadable output.
+
+    4xx answers are not retried (``JudgeRequestError.retryable`` is False). The last error is
+    raised when every attempt failed; the caller turns it into a ``failed`` suggestion.
+    """
+
+    def _before_sleep(state: RetryCallState) -> None:
+        if on_retry is not None and state.outcome is not None:
+            exc = state.outcome.exception()
+            if isinstance(exc, JudgeError):
+                on_retry(exc)
+
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(policy.max_retries + 1),
+        wait=policy.backoff,
+        retry=retry_if_exception(lambda exc: isinstance(exc, JudgeError) and exc.retryable),
+        before_sleep=_before_sleep,
+        reraise=True,
+    )
+    attempt_number = 0
+    async for attempt in retrying:
+        with attempt:
+            attempt_number = attempt.retry_state.attempt_number
+            verdict = await client.grade(messages, mode)
+            return Verdict(verdict.scores, raw=verdict.raw, attempts=attempt_number)
+    raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover

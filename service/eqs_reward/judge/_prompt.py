@@ -1,0 +1,109 @@
+"""Versioned judge prompt templates (``prompts/<id>.toml``) and their rendering into chat messages.
+
+Order: system (criteria) -> few-shot examples as user/assistant turns -> the case, suggestion
+last. For one (prompt version, few-shot version) everything before the case is byte-identical,
+which is what vLLM's automatic prefix caching reuses across calls.
+
+Graded text is untrusted. ``escape_untrusted`` writes it as a JSON string literal with ``<``,
+``>`` and ``&`` as ``\\u`` escapes: it cannot close its ``<suggestion>`` delimiter, cannot form a
+chat-template control token such as ``<|im_end|>``, and a quote inside it stays inside the string.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+
+from eqs_reward.judge.cases import Context, Example
+
+_VERSION_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+# Output grammar: a compact, whitespace-free JSON object with short keys. A json_schema
+# response_format leaves whitespace free and small models were measured looping on spaces until
+# max_tokens; this regex answers in a handful of tokens. The keys map to the dimensions.
+VERDICT_KEYS: dict[str, str] = {"a": "answerability", "f": "factuality", "i": "information_gain"}
+VERDICT_REGEX = r'\{"a":[01],"f":[01],"i":[01]\}'
+
+# Chat-template control tokens of common model families, refused in suggestions before the judge.
+CONTROL_TOKEN = re.compile(
+    r"<\|[A-Za-z0-9_ .:-]{1,40}\|>|</?s>|\[/?INST\]|<</?SYS>>|<\|?(?:begin|end)_of_text\|?>",
+)
+
+
+def escape_untrusted(text: str) -> str:
+    """JSON string literal of ``text`` that cannot break out of its delimiters."""
+    literal = json.dumps(text, ensure_ascii=False)
+    return literal.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def render_context(context: Context) -> str:
+    lines = [f"query: {escape_untrusted(context.query)}"]
+    for turn in context.history:
+        lines.append(f"{turn.role}: {escape_untrusted(turn.content)}")
+    if context.profile:
+        lines.append(f"profile: {escape_untrusted(context.profile)}")
+    if context.intent:
+        lines.append(f"intent: {context.intent}")
+    return "\n".join(lines)
+
+
+class PromptNotFoundError(LookupError):
+    """No template with that id in the prompts folder."""
+
+
+@dataclass(frozen=True, slots=True)
+class JudgePrompt:
+    """One versioned judge prompt."""
+
+    version: str
+    system: str
+    user: Template
+    answer: Template
+
+    @classmethod
+    def load(cls, folder: Path, version: str) -> JudgePrompt:
+        if not _VERSION_ID.match(version):
+            raise PromptNotFoundError(f"invalid prompt version id {version!r}")
+        path = folder / f"{version}.toml"
+        if not path.is_file():
+            raise PromptNotFoundError(f"no prompt template {path}")
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        if data.get("id") != version:
+            raise PromptNotFoundError(f"{path}: id {data.get('id')!r} does not match file name")
+        return cls(
+            version=version,
+            system=data["system"],
+            user=Template(data["user"]),
+            answer=Template(data["answer"]),
+        )
+
+    def case_message(self, context: Context, suggestion: str) -> str:
+        return self.user.substitute(
+            context=render_context(context), suggestion=escape_untrusted(suggestion)
+        )
+
+    def messages(
+        self, examples: Sequence[Example], context: Context, suggestion: str
+    ) -> list[dict[str, str]]:
+        """The chat messages of one judge call: identical prefix first, the suggestion last."""
+        out = [{"role": "system", "content": self.system}]
+        for example in examples:
+            out.append(
+                {"role": "user", "content": self.case_message(example.context, example.suggestion)}
+            )
+            labels = example.labels
+            out.append(
+                {
+                    "role": "assistant",
+                    "content": self.answer.substitute(
+                        a=labels.answerability, f=labels.factuality, i=labels.information_gain
+                    ),
+                }
+            )
+        out.append({"role": "user", "content": self.case_message(context, suggestion)})
+        return out

@@ -1,0 +1,124 @@
+"""What belongs to HTTP and nowhere else: size limits (413), admission to the judge queue (429),
+strict query parameters (422), and writing JSON bodies. The scoring and bank services below
+know none of it, so the gate, calibration and offline batches are never refused by limits meant
+for one request."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from fastapi import Request
+from fastapi.dependencies.models import Dependant
+from fastapi.responses import Response
+
+from eqs_reward.server.errors import InvalidRequestError, OverloadedError, PayloadTooLargeError
+from eqs_reward.server.metrics import Metrics
+from eqs_reward.server.schemas import ScoreRequest
+from eqs_reward.server.scoring import ScoringService
+from eqs_reward.server.settings import Settings
+
+__all__ = ["Admission", "check_limits", "json_response", "reject_unknown_query_params"]
+
+
+def json_response(payload: Any, status_code: int = 200) -> Response:
+    """Serialise once. Text a policy wrote may hold lone surrogates, which UTF-8 cannot encode:
+    then the body is written with ASCII escapes (``\\ud800``), still valid JSON."""
+    try:
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    except UnicodeEncodeError:
+        body = json.dumps(payload, ensure_ascii=True, separators=(",", ":")).encode()
+    return Response(body, status_code=status_code, media_type="application/json")
+
+
+def check_limits(request: ScoreRequest, settings: Settings) -> None:
+    """Refuse requests over the size limits with 413, naming the limit and where it was hit.
+
+    A raw completion is held to the same suggestion count as a list (it is parsed first)."""
+    if len(request.items) > settings.max_items:
+        raise PayloadTooLargeError(
+            f"{len(request.items)} items exceed the limit of {settings.max_items} per request; "
+            "split the batch"
+        )
+    limit = settings.max_text_chars
+    per_item = settings.max_suggestions_per_item
+    for index, item in enumerate(request.items):
+        where = f"items[{index}]"
+        if item.suggestions is not None and len(item.suggestions) > per_item:
+            raise PayloadTooLargeError(
+                f"{where}.suggestions has {len(item.suggestions)} entries, over the limit of "
+                f"{per_item}"
+            )
+        if item.completion is not None:
+            completion_limit = limit * per_item
+            if len(item.completion) > completion_limit:
+                raise PayloadTooLargeError(
+                    f"{where}.completion has {len(item.completion)} characters, over the limit "
+                    f"of {completion_limit}"
+                )
+        context = item.context
+        texts = [("context.query", context.query), ("context.profile", context.profile or "")]
+        texts += [
+            (f"context.history[{i}].content", t.content) for i, t in enumerate(context.history)
+        ]
+        for field, text in texts:
+            if len(text) > limit:
+                raise PayloadTooLargeError(
+                    f"{where}.{field} has {len(text)} characters, over the limit of {limit}"
+                )
+        if len(context.history) > settings.max_history_turns:
+            raise PayloadTooLargeError(
+                f"{where}.context.history has {len(context.history)} turns, over the limit of "
+                f"{settings.max_history_turns}"
+            )
+
+
+class Admission:
+    """Refuse work the judge cannot start soon: 429 with an honest ``Retry-After``.
+
+    A request is refused only while others' judge calls are already waiting or running and its
+    own would overflow ``judge_concurrency + judge_queue_max``. An idle service admits any
+    request within the size limits, however many judge calls it needs (it then runs under the
+    request deadline), so a request inside the documented limits is never refused forever.
+    """
+
+    def __init__(self, settings: Settings, scoring: ScoringService, metrics: Metrics) -> None:
+        self.capacity = settings.judge_concurrency + settings.judge_queue_max
+        self.scoring = scoring
+        self.metrics = metrics
+
+    def __call__(self, new_calls: int) -> None:
+        backlog = self.scoring.backlog
+        if not new_calls or backlog == 0 or backlog + new_calls <= self.capacity:
+            return
+        rate = self.scoring.finished.rate()
+        wait = min(60, max(1, math.ceil(backlog / rate))) if rate else 5
+        self.metrics.overloaded.inc()
+        raise OverloadedError(
+            f"the judge queue is full ({backlog} calls waiting or running, room for "
+            f"{self.capacity}; this request needs {new_calls}); retry after {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
+
+
+def _declared_query_params(dependant: Dependant) -> Iterable[str]:
+    for param in dependant.query_params:
+        yield param.alias
+    for sub in dependant.dependencies:
+        yield from _declared_query_params(sub)
+
+
+async def reject_unknown_query_params(request: Request) -> None:
+    """422 for a query parameter the route does not take: a misspelt ``dry_run`` must never
+    turn into a write (``../shared/api-contract.md``, HTTP details)."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    known = set(_declared_query_params(dependant)) if dependant is not None else set()
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        allowed = ", ".join(sorted(known)) or "none"
+        raise InvalidRequestError(
+            f"unknown query parameter(s): {', '.join(unknown)}; this operation takes: {allowed}"
+        )

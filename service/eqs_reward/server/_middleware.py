@@ -1,0 +1,124 @@
+"""Pure ASGI middlewares (cheap on the hot path): request bodies bounded in size and in time, and
+request metrics by route template."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from fastapi.responses import JSONResponse
+
+from eqs_reward.server.errors import envelope
+from eqs_reward.server.metrics import Metrics
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+__all__ = ["BodyLimitMiddleware", "MetricsMiddleware"]
+
+
+async def _no_receive() -> Message:  # pragma: no cover - JSONResponse never reads
+    return {"type": "http.disconnect"}
+
+
+async def _answer(send: Send, status: int, type_: str, message: str) -> None:
+    response = JSONResponse(envelope(status, type_, message), status_code=status)
+    await response({"type": "http"}, _no_receive, send)
+
+
+class BodyLimitMiddleware:
+    """Read the whole body before anything parses it: 413 past ``max_bytes``, 408 when it does
+    not arrive within ``timeout_s`` (a slow client must not hold a connection forever)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._too_large(send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        await self._too_large(send)
+                        return
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            await _answer(
+                send,
+                408,
+                "request_timeout",
+                f"the request body did not arrive within {self.timeout_s:g} s",
+            )
+            return
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, send: Send) -> None:
+        await _answer(
+            send,
+            413,
+            "payload_too_large",
+            f"request body exceeds the limit of {self.max_bytes} bytes; split the batch",
+        )
+
+
+class MetricsMiddleware:
+    """Count requests by route template and status, time them, track requests in flight."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        started = time.perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        self.metrics.http_in_flight.inc()
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            self.metrics.http_in_flight.dec()
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            self.metrics.http_requests.labels(template, scope["method"], str(status)).inc()
+            self.metrics.http_latency.labels(template).observe(time.perf_counter() - started)

@@ -1,0 +1,263 @@
+"""Score caching: a bounded in-process LRU, cache keys, and single-flight for calls in flight.
+
+GRPO groups repeat suggestions a lot (G completions of one prompt from one policy), so a
+judged (context, suggestion) is worth keeping. A key carries everything that changes a score:
+judge model, prompt version, few-shot version, score mode and the normalised case. Scores are
+kept as the judge's ``Scores`` tuple (about 3x smaller than a dict). Failures are never stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar
+
+from eqs_reward.judge import Scores
+from eqs_reward.judge.cases import Context
+
+log = logging.getLogger("eqs_reward.cache")
+
+V = TypeVar("V")
+
+
+def score_key(
+    *,
+    judge_model: str,
+    prompt_version: str,
+    fewshot_version: int | str,
+    score_mode: str,
+    context: Context,
+    suggestion: str,
+) -> str:
+    """A stable digest of everything that changes a score (inputs must be normalised)."""
+    payload = json.dumps(
+        [
+            judge_model,
+            prompt_version,
+            fewshot_version,
+            score_mode,
+            context.model_dump(mode="json", exclude_none=True),
+            suggestion,
+        ],
+        ensure_ascii=False,
+        separators=(",", ":"),
+        sort_keys=True,
+    )
+    # surrogatepass: keying never fails, whatever text reached it (guards refuse such text first).
+    return hashlib.blake2b(payload.encode("utf-8", "surrogatepass"), digest_size=20).hexdigest()
+
+
+class LRUCache(Generic[V]):
+    """A bounded least-recently-used map. ``max_entries=0`` disables it."""
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._data: OrderedDict[str, V] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def get(self, key: str) -> V | None:
+        value = self._data.get(key)
+        if value is not None:
+            self._data.move_to_end(key)
+        return value
+
+    def set(self, key: str, value: V) -> None:
+        if self.max_entries <= 0:
+            return
+        self._data[key] = value
+        self._data.move_to_end(key)
+        while len(self._data) > self.max_entries:
+            self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        self._data.clear()
+
+
+class SingleFlight(Generic[V]):
+    """Identical calls in flight at once share one call (and its result or its error).
+
+    The call runs as its own task: a caller that gives up (its request deadline passed) does not
+    cancel work that other callers, or the cache, still want.
+    """
+
+    def __init__(self) -> None:
+        self._inflight: dict[str, asyncio.Task[V]] = {}
+
+    def __len__(self) -> int:
+        return len(self._inflight)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._inflight
+
+    def start(self, key: str, call: Callable[[], Awaitable[V]]) -> tuple[asyncio.Task[V], bool]:
+        """The call in flight for ``key``, started now if there is none; ``(task, started)``.
+        Synchronous, so a caller can count what it started before anything else runs."""
+        task = self._inflight.get(key)
+        if task is not None:
+            return task, False
+        task = asyncio.ensure_future(call())
+        self._inflight[key] = task
+        task.add_done_callback(lambda done: self._finished(key, done))
+        return task, True
+
+    async def run(self, key: str, call: Callable[[], Awaitable[V]]) -> tuple[V, bool]:
+        """Return ``(value, shared)``; ``shared`` is True when another caller's call served it."""
+        task, started = self.start(key, call)
+        return await asyncio.shield(task), not started
+
+    def _finished(self, key: str, task: asyncio.Task[V]) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here, so an error nobody awaited is not reported twice
+
+    async def drain(self) -> None:
+        """Cancel what is still in flight (shutdown)."""
+        tasks = list(self._inflight.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class RedisTier:
+    """The shared score cache in Redis, behind the in-process LRU.
+
+    - ``get_many`` is one MGET for all of a request's keys; ``put`` queues a write, and a
+      background flusher writes queued scores in one pipeline (SET with TTL) every few ms, so
+      judge calls that finish after their request gave up are still shared.
+    - A failing or slow Redis never fails a request: the first error (or timeout) opens a
+      breaker, and the tier is skipped until a cool-down passes (doubling up to 30 s while it
+      keeps failing); then the next lookup tries again. Errors are logged and counted.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        prefix: str,
+        ttl_s: int,
+        timeout_s: float,
+        on_error: Callable[[str, Exception], None] | None = None,
+        on_state: Callable[[bool], None] | None = None,
+    ) -> None:
+        self.redis = client
+        self.prefix = prefix + "score:"
+        self.ttl_s = ttl_s
+        self.timeout_s = timeout_s
+        self.on_error = on_error
+        self.on_state = on_state
+        self._down_until = 0.0
+        self._cooldown = 0.5
+        self._pending: dict[str, Scores] = {}
+        self._wakeup = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+        self.up = True
+
+    # -- breaker ----------------------------------------------------------------------------
+    @property
+    def available(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def _failed(self, op: str, exc: Exception) -> None:
+        self._down_until = time.monotonic() + self._cooldown
+        self._cooldown = min(self._cooldown * 2, 30.0)
+        if self.up:
+            log.warning(
+                "redis cache unavailable (%s: %r); scoring on the in-process cache", op, exc
+            )
+        self.up = False
+        if self.on_error:
+            self.on_error(op, exc)
+        if self.on_state:
+            self.on_state(False)
+
+    def _succeeded(self) -> None:
+        if not self.up:
+            log.info("redis cache is back")
+            if self.on_state:
+                self.on_state(True)
+        self.up = True
+        self._cooldown = 0.5
+
+    # -- operations -------------------------------------------------------------------------
+    async def get_many(self, keys: list[str]) -> dict[str, Scores]:
+        if not keys or not self.available:
+            return {}
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                values = await self.redis.mget([self.prefix + k for k in keys])
+        except Exception as exc:
+            self._failed("get", exc)
+            return {}
+        self._succeeded()
+        found: dict[str, Scores] = {}
+        for key, raw in zip(keys, values, strict=True):
+            if raw is None:
+                continue
+            try:
+                a, f, i = (float(x) for x in raw.split(b","))
+            except ValueError:
+                continue
+            found[key] = (a, f, i)
+        return found
+
+    def put(self, key: str, scores: Scores) -> None:
+        self._pending[key] = scores
+        self._wakeup.set()
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush_loop())
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            await asyncio.sleep(0.005)  # gather the writes of a burst into one pipeline
+            await self.flush()
+
+    async def flush(self) -> None:
+        if not self._pending:
+            return
+        if not self.available:
+            if len(self._pending) > 10_000:  # do not grow without bound while Redis is down
+                self._pending.clear()
+            return
+        batch, self._pending = self._pending, {}
+        try:
+            async with asyncio.timeout(self.timeout_s * 4):
+                pipe = self.redis.pipeline(transaction=False)
+                for key, (a, f, i) in batch.items():
+                    pipe.set(self.prefix + key, f"{a!r},{f!r},{i!r}", ex=self.ttl_s)
+                await pipe.execute()
+        except Exception as exc:
+            self._failed("set", exc)
+            for key, value in batch.items():  # keep them for the next try (bounded above)
+                self._pending.setdefault(key, value)
+            return
+        self._succeeded()
+
+    async def ping(self) -> bool:
+        try:
+            async with asyncio.timeout(self.timeout_s * 4):
+                await self.redis.ping()
+        except Exception as exc:
+            self._failed("ping", exc)
+            return False
+        self._succeeded()
+        self._down_until = 0.0
+        return True
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        with contextlib.suppress(Exception):
+            await self.flush()

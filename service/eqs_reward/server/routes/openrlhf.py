@@ -1,0 +1,101 @@
+"""``POST /get_reward``: OpenRLHF's remote reward protocol (``--reward.remote_url``).
+
+Body ``{"query": [prompt + response, ...], "prompts": [...], "labels": [...]}``; answer
+``{"rewards": [...], "scores": [...], "extra_logs": {...}}``, built from the scoring service's
+response directly. The shopper's context comes from ``labels`` (a query, or a JSON context; pass
+``--data.label_key``) or else the prompt. OpenRLHF decodes with special tokens kept, so the
+response's trailing chat-template end tokens are ignored (``end_tokens`` adds the policy's own).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+
+from eqs_reward._trainer_inputs import context_from, split_response
+from eqs_reward.rewards import apply_policy
+from eqs_reward.server._http import Admission, check_limits, json_response
+from eqs_reward.server.routes._deps import get_admission, get_scoring
+from eqs_reward.server.routes._responses import BODY, errors
+from eqs_reward.server.schemas import GetRewardRequest, GetRewardResponse, ScoreRequest
+from eqs_reward.server.scoring import ScoringService
+from eqs_reward.server.settings import MAX_INT64, Settings
+from eqs_reward.types import DIMENSIONS, ScoreResponse
+
+router = APIRouter(tags=["OpenRLHF"])
+
+
+def _readable(text: str) -> str:
+    """Trainer-side text (prompts, labels) with any lone surrogate replaced, for the context."""
+    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
+def _labels(body: GetRewardRequest) -> list[Any]:
+    labels = list(body.labels) if body.labels is not None else [None] * len(body.query)
+    return [_readable(v) if isinstance(v, str) else v for v in labels]
+
+
+def answer(response: ScoreResponse, groups: list[str], settings: Settings) -> dict[str, Any]:
+    """OpenRLHF's answer: set rewards (failed samples per the failure policy within the samples
+    of their prompt), the same clipped to [0, 1] as ``scores``, and per-sample logs."""
+    results = response.results
+    rewards = apply_policy([r.reward for r in results], groups, settings.openrlhf_failure_policy)
+    numbers = [0.0 if r is None else r for r in rewards]
+    extra: dict[str, list[float]] = {}
+    for dimension in DIMENSIONS:
+        values = [r.dimension_mean(dimension) for r in results]
+        extra[dimension] = [0.0 if v is None else v for v in values]
+    extra["format_reward"] = [r.format_reward for r in results]
+    extra["failed"] = [0.0 if r.status == "ok" else 1.0 for r in results]
+    extra["fewshot_version"] = [float(response.meta.fewshot_version)] * len(results)
+    return {
+        "rewards": numbers,
+        "scores": [min(1.0, max(0.0, r)) for r in numbers],
+        "extra_logs": extra,
+    }
+
+
+@router.post("/get_reward", response_model=GetRewardResponse, responses=errors(*BODY, 429))
+async def get_reward(
+    body: GetRewardRequest,
+    request: Request,
+    fewshot_version: Annotated[
+        int | None, Query(ge=1, le=MAX_INT64, description="pin the few-shot version")
+    ] = None,
+    end_tokens: Annotated[
+        list[str] | None,
+        Query(max_length=16, description="the policy's own end or stop tokens, if uncommon"),
+    ] = None,
+    scoring: ScoringService = Depends(get_scoring),  # noqa: B008
+    admission: Admission = Depends(get_admission),  # noqa: B008
+) -> Response:
+    """Set rewards for OpenRLHF; failed samples follow EQS_REWARD_OPENRLHF_FAILURE_POLICY."""
+    prompts = [_readable(p) for p in body.prompts] if body.prompts is not None else None
+    labels = _labels(body)
+    items = []
+    for index, query in enumerate(body.query):
+        prompt = prompts[index] if prompts is not None else ""
+        items.append(
+            {
+                "context": context_from(labels[index], prompt),
+                "completion": split_response(query, prompt),
+            }
+        )
+    score_request = ScoreRequest.model_validate(
+        {
+            "items": items,
+            "options": {
+                "k": 3,
+                "score_mode": "soft",
+                "on_failure": "null",
+                "fewshot_version": fewshot_version,
+                "end_tokens": end_tokens or [],
+            },
+        }
+    )
+    check_limits(score_request, scoring.settings)
+    response = await scoring.score(score_request, admit=admission)
+    groups = prompts if prompts is not None else [str(i) for i in range(len(body.query))]
+    return json_response(answer(response, groups, request.app.state.settings))

@@ -1,0 +1,162 @@
+"""Request models of the HTTP contract (``../shared/api-contract.md``).
+
+Shape and type errors are pydantic's and answer 422 naming the field. Size limits that depend on
+settings (items, suggestions, characters) are the HTTP layer's (``routes/score.py``) and answer
+413 naming the limit. Responses are the dependency-free dataclasses of ``eqs_reward.types``.
+Text a policy wrote (suggestions, completions) is taken as it comes: what cannot be judged is
+refused per suggestion, never by failing the whole batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from eqs_reward.judge.cases import Context, ExampleIn, LabeledCase, Text
+from eqs_reward.server.settings import MAX_INT64
+from eqs_reward.types import OnFailure, ScoreMode
+
+__all__ = [
+    "AddExamples",
+    "Calibrate",
+    "ErrorBody",
+    "ErrorDetail",
+    "GetRewardRequest",
+    "GetRewardResponse",
+    "RetireExample",
+    "ScoreItem",
+    "ScoreOptions",
+    "ScoreRequest",
+]
+
+
+class ScoreItem(BaseModel):
+    """One suggestion set to score, in a context."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [{"required": ["suggestions"]}, {"required": ["completion"]}],
+            "description": "exactly one of 'suggestions' (a list) or 'completion' (raw text)",
+        },
+    )
+
+    id: Text | None = Field(default=None, max_length=200, description="echoed back")
+    context: Context
+    suggestions: list[str] | None = None
+    completion: str | None = Field(
+        default=None, description='the policy\'s raw text, e.g. {"options": [...]}'
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> ScoreItem:
+        if (self.suggestions is None) == (self.completion is None):
+            raise ValueError("each item needs exactly one of 'suggestions' or 'completion'")
+        return self
+
+
+class ScoreOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    k: int | None = Field(
+        default=3, ge=1, le=1000, description="expected suggestions per item; null: any"
+    )
+    score_mode: ScoreMode = "binary"
+    fewshot_version: int | None = Field(
+        default=None, ge=1, le=MAX_INT64, description="null: the active version"
+    )
+    on_failure: OnFailure = "null"
+    cache: bool = Field(
+        default=True, description="false: ask the judge again (repeat runs measure its spread)"
+    )
+    end_tokens: list[Text] = Field(
+        default_factory=list,
+        max_length=16,
+        description="end or stop tokens of the policy's chat template to ignore at the end of a "
+        "completion, beyond the common families' (ChatML, Llama 3, Mistral, Gemma, ...)",
+    )
+
+
+class ScoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[ScoreItem] = Field(min_length=1)
+    options: ScoreOptions = Field(default_factory=ScoreOptions)
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    code: int
+
+
+class ErrorBody(BaseModel):
+    """The one error envelope of every non-2xx answer."""
+
+    error: ErrorDetail
+
+
+# -- OpenRLHF --------------------------------------------------------------------------------
+
+
+class GetRewardRequest(BaseModel):
+    """OpenRLHF's remote reward body: ``query`` is prompt + response, decoded by the trainer
+    (with special tokens kept); ``labels`` carry the shopper's query or a JSON context."""
+
+    model_config = ConfigDict(extra="allow")
+
+    query: list[str] = Field(min_length=1, description="prompt + response texts")
+    prompts: list[str] | None = None
+    labels: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _same_lengths(self) -> GetRewardRequest:
+        for name in ("prompts", "labels"):
+            value = getattr(self, name)
+            if value is not None and len(value) != len(self.query):
+                raise ValueError(f"'{name}' has {len(value)} entries for {len(self.query)} queries")
+        return self
+
+
+class GetRewardResponse(BaseModel):
+    rewards: list[float]
+    scores: list[float]
+    extra_logs: dict[str, Any]
+
+
+# -- few-shot bank ---------------------------------------------------------------------------
+
+
+class AddExamples(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    examples: list[ExampleIn] = Field(min_length=1)
+    note: Text = Field(default="", max_length=500)
+    expected_version: int | None = Field(default=None, ge=0, le=MAX_INT64)
+    dry_run: bool = Field(
+        default=False, description="evaluate the candidate version on labeled cases; store nothing"
+    )
+    cases: list[LabeledCase] | None = Field(
+        default=None,
+        max_length=2000,
+        description="labeled cases for the comparison (else the configured gate cases)",
+    )
+    score_mode: ScoreMode = "soft"
+    force: bool = Field(default=False, description="add even if the gate refuses (recorded)")
+
+
+class Calibrate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int | None = Field(
+        default=None, ge=1, le=MAX_INT64, description="default: the active version"
+    )
+    cases: list[LabeledCase] = Field(min_length=2, max_length=2000)
+
+
+class RetireExample(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    note: Text = Field(default="", max_length=500)
+    expected_version: int | None = Field(default=None, ge=0, le=MAX_INT64)

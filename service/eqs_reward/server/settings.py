@@ -1,0 +1,178 @@
+"""Typed settings, read from the environment with the ``EQS_REWARD_`` prefix (or a ``.env`` file).
+
+Nothing here is created at import time: ``create_app`` and the CLI build a ``Settings`` when they
+start, and tests build their own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from eqs_reward import _resources
+from eqs_reward._paths import default_data_dir
+
+#: Largest integer a version or count may be (SQLite's INTEGER is 64-bit signed).
+MAX_INT64 = 2**63 - 1
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set. Field names map to ``EQS_REWARD_<NAME>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="EQS_REWARD_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # --- judge -----------------------------------------------------------------------------
+    judge_url: str | None = Field(
+        default=None,
+        description="OpenAI-compatible base URL (…/v1). Unset: start the embedded judge.",
+    )
+    judge_model: str = Field(default="smollm2-135m-instruct", description="model name sent")
+    judge_api_key: str | None = Field(default=None, description="bearer key for the judge, if any")
+    judge_timeout_s: float = Field(default=30.0, gt=0, description="one judge call's timeout")
+    judge_connect_timeout_s: float = Field(default=5.0, gt=0)
+    judge_max_retries: int = Field(default=3, ge=0, le=10, description="retries after a failure")
+    judge_backoff_initial_s: float = Field(default=0.25, ge=0)
+    judge_backoff_max_s: float = Field(default=4.0, ge=0)
+    judge_concurrency: int = Field(
+        default=32, ge=1, description="judge calls in flight at once (vLLM batches them)"
+    )
+    judge_queue_max: int = Field(
+        default=1024, ge=0, description="judge calls that may wait for a slot; beyond: 429"
+    )
+    judge_max_tokens: int = Field(default=24, ge=8)
+    judge_top_logprobs: int = Field(default=10, ge=1, le=20)
+    judge_output_constraint: Literal["regex", "json_schema", "none"] = Field(
+        default="regex",
+        description="regex: vLLM structured_outputs (compact, fast); json_schema: response_format "
+        "for other OpenAI-compatible servers; none: free text parsed leniently",
+    )
+    judge_chat_template_kwargs: dict[str, Any] | None = Field(
+        default=None, description='e.g. {"enable_thinking": false} for Qwen3'
+    )
+    prompt_version: str = Field(default="qualeqs-v1")
+    prompts_dir: Path | None = Field(
+        default=None, description="judge prompt templates; unset: the ones packaged in the wheel"
+    )
+    fewshot_dir: Path | None = Field(
+        default=None, description="seed few-shot bank (JSONL); unset: the packaged seed"
+    )
+
+    @property
+    def prompts_path(self) -> Path:
+        return self.prompts_dir or _resources.prompts_dir()
+
+    @property
+    def fewshot_seed_path(self) -> Path:
+        return self.fewshot_dir or _resources.fewshot_seed_dir()
+
+    # --- embedded judge ----------------------------------------------------------------------
+    embedded_port: int = Field(default=8011, ge=1, le=65535)
+    embedded_kvcache_gib: int = Field(default=2, ge=1)
+    embedded_max_model_len: int = Field(default=4096, ge=512)
+    embedded_start_timeout_s: float = Field(default=600.0, gt=0)
+    embedded_restart_backoff_max_s: float = Field(default=30.0, gt=0)
+
+    # --- requests ----------------------------------------------------------------------------
+    request_deadline_s: float = Field(default=120.0, gt=0, description="whole-request deadline")
+    max_items: int = Field(default=256, ge=1)
+    max_suggestions_per_item: int = Field(default=16, ge=1)
+    max_text_chars: int = Field(default=1000, ge=1)
+    max_history_turns: int = Field(default=20, ge=0)
+    max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    default_k: int = Field(default=3, ge=1)
+    max_suggestion_tokens: int = Field(default=30, ge=1)
+
+    openrlhf_failure_policy: Literal["group_mean", "zero"] = Field(
+        default="group_mean", description="/get_reward: what a failed sample gets"
+    )
+
+    # --- cache -------------------------------------------------------------------------------
+    cache_max_entries: int = Field(default=100_000, ge=0, description="in-process LRU size")
+    redis_url: str | None = None
+    redis_ttl_s: int = Field(default=7 * 24 * 3600, ge=1, description="score TTL in Redis")
+    redis_timeout_s: float = Field(
+        default=0.25, gt=0, description="a Redis lookup slower than this is skipped"
+    )
+
+    # --- few-shot bank -----------------------------------------------------------------------
+    fewshot_store: Literal["sqlite", "redis"] = Field(
+        default="sqlite",
+        description="sqlite: a file in data_dir (one replica); redis: shared by replicas",
+    )
+    fewshot_token_budget: int = Field(
+        default=4000, ge=0, description="prompt tokens for examples; 0: no limit"
+    )
+    fewshot_max_examples_per_add: int = Field(default=100, ge=1)
+    fewshot_gate_tolerance: float | None = Field(
+        default=None,
+        ge=0,
+        description="refuse an add that lowers mean agreement on the gate "
+        "cases by more than this (unless forced); unset: no gate",
+    )
+    fewshot_gate_cases: Path | None = Field(
+        default=None, description="labeled cases (JSONL, judge_cases format) for the gate"
+    )
+    fewshot_gate_min_judged: float = Field(
+        default=0.9,
+        gt=0,
+        le=1,
+        description="a gate or dry run that judged fewer than this share of its cases (on either "
+        "side) refuses instead of comparing",
+    )
+    redis_key_prefix: str = Field(default="eqs-reward:")
+
+    # --- admin and storage -------------------------------------------------------------------
+    admin_token: str | None = None
+    data_dir: Path = Field(default_factory=default_data_dir)
+    model_cache_dir: Path | None = Field(
+        default=None, description="where the embedded model is prepared; default data_dir/models"
+    )
+
+    @property
+    def models_dir(self) -> Path:
+        return self.model_cache_dir or self.data_dir / "models"
+
+    # --- serving -----------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    http_header_timeout_s: float = Field(
+        default=30.0, gt=0, description="a client must send its request head within this"
+    )
+    http_body_timeout_s: float = Field(
+        default=60.0, gt=0, description="and its whole body within this"
+    )
+
+    @model_validator(mode="after")
+    def _gate_needs_cases(self) -> Settings:
+        if self.fewshot_gate_tolerance is not None and (
+            self.fewshot_gate_cases is None or not self.fewshot_gate_cases.is_file()
+        ):
+            raise ValueError(
+                "EQS_REWARD_FEWSHOT_GATE_TOLERANCE needs EQS_REWARD_FEWSHOT_GATE_CASES, a JSONL "
+                "file of labeled cases"
+            )
+        return self
+
+    @field_validator("judge_url")
+    @classmethod
+    def _strip_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        return value.strip().rstrip("/")
+
+    @property
+    def embedded(self) -> bool:
+        """True when the service owns its judge (no URL configured)."""
+        return self.judge_url is None
+
+    @property
+    def effective_judge_url(self) -> str:
+        if self.judge_url is not None:
+            return self.judge_url
+        return f"http://127.0.0.1:{self.embedded_port}/v1"
