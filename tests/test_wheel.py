@@ -1,0 +1,152 @@
+"""The package as users get it: sdist and wheel built from this checkout, the wheel installed
+into fresh virtual environments in a folder outside the checkout (so nothing can be read from the
+source tree or ../shared), once with the core install and once with the ``server`` extra, which
+then serves ``/v1/score`` against the stub judge with the packaged prompt and seed bank.
+
+The Dockerfile installs this same wheel with the same extras."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from eqs_reward._jsonl import read_jsonl
+from eqs_reward._version import __version__
+from tests.conftest import ROOT, ServerProcess, free_port, wait_http
+
+pytestmark = pytest.mark.wheel
+
+
+def run(*argv: str | Path, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EQS_REWARD_", "VIRTUAL_ENV"))}
+    env["PYTHONNOUSERSITE"] = "1"
+    return subprocess.run(
+        [str(a) for a in argv],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    built = run(sys.executable, "-m", "build", "--outdir", out, ROOT, cwd=out)
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def wheel(dist: Path) -> Path:
+    (found,) = dist.glob("eqs_reward-*.whl")
+    return found
+
+
+def venv(folder: Path, requirement: str) -> Path:
+    made = run(sys.executable, "-m", "venv", folder, cwd=folder.parent)
+    assert made.returncode == 0, made.stderr
+    python = folder / "bin" / "python"
+    installed = run(python, "-m", "pip", "install", "--quiet", requirement, cwd=folder.parent)
+    assert installed.returncode == 0, installed.stdout[-2000:] + installed.stderr[-3000:]
+    return python
+
+
+def test_the_wheel_holds_every_subpackage_the_prompts_and_the_seed(wheel: Path, dist: Path) -> None:
+    assert wheel.name == f"eqs_reward-{__version__}-py3-none-any.whl"
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for package in ("client", "judge", "server", "server/bank", "server/routes", "offline"):
+        assert f"eqs_reward/{package}/__init__.py" in names, package
+    for prompt in (ROOT / "prompts").glob("*.toml"):
+        data = zipfile.ZipFile(wheel).read(f"eqs_reward/_data/prompts/{prompt.name}")
+        assert data == prompt.read_bytes()  # the top-level file, copied in whole
+    for seed in (ROOT / "fewshot_bank").glob("*.jsonl"):
+        assert f"eqs_reward/_data/fewshot_bank/{seed.name}" in names
+    assert {"eqs_reward/_data/queries/wands_queries.tsv", "eqs_reward/py.typed"} <= names
+    assert len(list(dist.glob("eqs_reward-*.tar.gz"))) == 1
+
+
+def test_the_core_install_is_the_client_alone(wheel: Path, tmp_path: Path) -> None:
+    python = venv(tmp_path / "core", str(wheel))
+    probe = (
+        "import importlib.util, eqs_reward\n"
+        "from eqs_reward import RewardClient, AsyncRewardClient, RewardServiceError\n"
+        "from eqs_reward.client import trl, verl, openrlhf\n"
+        "print(importlib.util.find_spec('fastapi') is None, importlib.util.find_spec('pydantic')"
+        " is None, eqs_reward.__version__)\n"
+    )
+    checked = run(python, "-c", probe, cwd=tmp_path)
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.split() == ["True", "True", __version__]
+    failed = run(python, "-c", "import fastapi", cwd=tmp_path)
+    assert failed.returncode != 0 and "No module named 'fastapi'" in failed.stderr
+    # A command whose extra is missing says which one to install, without a traceback.
+    serve = run(tmp_path / "core" / "bin" / "eqs-reward", "serve", cwd=tmp_path)
+    assert serve.returncode == 2
+    assert "pip install 'eqs-reward[server]'" in serve.stderr and "Traceback" not in serve.stderr
+
+
+@pytest.fixture
+def served(wheel: Path, tmp_path: Path) -> Iterator[str]:
+    python = venv(tmp_path / "server", f"{wheel}[server]")
+    bin_dir = tmp_path / "server" / "bin"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EQS_REWARD_")}
+    judge_port = free_port()
+    judge = ServerProcess(
+        [str(python), "-m", "eqs_reward.judge.stub", "--port", str(judge_port)],
+        judge_port,
+        env,
+        tmp_path / "stub.log",
+    )
+    port = free_port()
+    service = ServerProcess(
+        [str(bin_dir / "eqs-reward"), "serve", "--port", str(port)],
+        port,
+        {
+            **env,
+            "EQS_REWARD_JUDGE_URL": f"{judge.url}/v1",
+            "EQS_REWARD_JUDGE_MODEL": "stub",
+            "EQS_REWARD_DATA_DIR": str(tmp_path / "data"),
+        },
+        tmp_path / "service.log",
+    )
+    judge.start(cwd=tmp_path)
+    service.start(cwd=tmp_path)
+    try:
+        wait_http(judge.url + "/health", 60)
+        wait_http(service.url + "/ready", 120)
+        yield service.url
+    finally:
+        service.stop()
+        judge.stop()
+        print(service.log.read_text(errors="replace")[-3000:])
+
+
+def test_the_server_extra_serves_from_the_installed_wheel(served: str) -> None:
+    body = {
+        "items": [
+            {
+                "context": {"query": "blender"},
+                "suggestions": ["Which blenders under $80 can crush ice?", "Any?"],
+            }
+        ],
+        "options": {"k": 2},
+    }
+    response = httpx.post(served + "/v1/score", json=body, timeout=30)
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert data["meta"]["prompt_version"] == "qualeqs-v1" and data["meta"]["fewshot_version"] == 1
+    assert [s["status"] for s in data["results"][0]["suggestions"]] == ["ok", "ok"]
+    seed = read_jsonl(ROOT / "fewshot_bank" / "seed.jsonl")
+    bank = httpx.get(served + "/v1/fewshot", timeout=10).json()
+    assert bank["example_count"] == len(seed)
+    assert [e["suggestion"] for e in bank["examples"]] == [e["suggestion"] for e in seed]
