@@ -116,6 +116,18 @@ class ItemResult:
     reward: float | None
     disagreement: float | None
     suggestions: tuple[SuggestionScore, ...] = ()
+    #: Only for a failed item of a request with ``options.group_size``: what the service knew of
+    #: its group, ``{"mean": float | None, "seen": int, "judged": int}``; ``mean`` is the reward
+    #: that makes it neutral (the mean of its judged siblings).
+    group: dict[str, Any] | None = None
+
+    @property
+    def neutral_reward(self) -> float | None:
+        """The reward to train on: the set reward, or for a failed item the mean of its group's
+        judged samples as the service remembered them (None when it knows of none)."""
+        if self.reward is not None:
+            return self.reward
+        return None if self.group is None else self.group.get("mean")
 
     def dimension_mean(self, dimension: str) -> float | None:
         """The mean of one dimension over the suggestions the judge scored (None if none)."""
@@ -123,7 +135,7 @@ class ItemResult:
         return sum(values) / len(values) if values else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "id": self.id,
             "status": self.status,
             "format_reward": self.format_reward,
@@ -132,6 +144,9 @@ class ItemResult:
             "disagreement": self.disagreement,
             "suggestions": [s.to_dict() for s in self.suggestions],
         }
+        if self.group is not None:
+            out["group"] = self.group
+        return out
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> ItemResult:
@@ -143,6 +158,7 @@ class ItemResult:
             reward=_float(raw.get("reward")),
             disagreement=_float(raw.get("disagreement")),
             suggestions=tuple(SuggestionScore.from_dict(s) for s in raw["suggestions"]),
+            group=raw.get("group"),
         )
 
 

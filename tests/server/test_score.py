@@ -373,3 +373,14 @@ def test_end_tokens_after_a_completion_cost_nothing(client: TestClient) -> None:
         assert ended["reward"] == plain["reward"]
     assert score(options + "<|my_stop|>")["format_reward"] == 0.0
     assert score(options + "<|my_stop|>", end_tokens=["<|my_stop|>"])["format_reward"] == 1.0
+
+
+def test_get_reward_failure_policy_zero(make_client: Any, stub: StubJudge) -> None:
+    client = make_client(openrlhf_failure_policy="zero", judge_max_retries=0)
+    stub.behaviour.fail_pattern = "FAILME"
+    good = json.dumps({"options": [GOOD, GOOD2, "Which blenders are quiet enough for 6 am?"]})
+    bad = json.dumps({"options": ["FAILME one?", "FAILME two?", "FAILME three?"]})
+    body = {"query": ["p" + good, "p" + bad], "prompts": ["p", "p"], "labels": ["blender"] * 2}
+    answer = client.post("/get_reward", json=body).json()
+    assert answer["rewards"][1] == 0.0 and answer["extra_logs"]["failed"] == [0.0, 1.0]
+    assert answer["rewards"][0] > 0

@@ -70,6 +70,19 @@ class ScoreOptions(BaseModel):
     cache: bool = Field(
         default=True, description="false: ask the judge again (repeat runs measure its spread)"
     )
+    group_size: int | None = Field(
+        default=None,
+        ge=2,
+        le=1024,
+        description="for trainers that send one sample per request: the samples per context in "
+        "a group (GRPO's G); a failed item then reports its group's mean reward in 'group'",
+    )
+    group_wait_s: float = Field(
+        default=30.0,
+        ge=0,
+        le=300,
+        description="with group_size: how long a failed item may wait for its siblings' rewards",
+    )
     end_tokens: list[Text] = Field(
         default_factory=list,
         max_length=16,

@@ -12,6 +12,7 @@ shares one deadline; judge calls that outlive it still fill the cache.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from eqs_reward.rewards import (
 from eqs_reward.server.bank._stores import BankVersion, FewshotBank, VersionNotFoundError
 from eqs_reward.server.cache import LRUCache, RedisTier, SingleFlight, score_key
 from eqs_reward.server.errors import InvalidRequestError
+from eqs_reward.server.groups import GroupMemory
 from eqs_reward.server.guard import GUARD_VERSION, guard_reason
 from eqs_reward.server.metrics import Metrics
 from eqs_reward.server.schemas import ScoreItem, ScoreOptions, ScoreRequest
@@ -100,6 +102,7 @@ class _Item:
     item: ScoreItem
     problem: str | None
     slots: list[_Slot]
+    group_key: str
 
 
 @dataclass(slots=True)
@@ -139,6 +142,7 @@ class ScoringService:
         self._slots = asyncio.Semaphore(settings.judge_concurrency)
         self._waiting = 0
         self._prefix: dict[str, list[dict[str, str]]] = {}
+        self.groups = GroupMemory()
 
     async def resolve_version(self, pinned: int | None) -> BankVersion:
         """The active bank version, or a pinned one (422 when it does not exist)."""
@@ -162,7 +166,8 @@ class ScoringService:
     ) -> ScoreResponse:
         """Score a request. ``bank_version`` overrides the request's (a dry-run candidate);
         ``admit`` may refuse the new judge calls it needs (see ``Admit``)."""
-        deadline = time.monotonic() + self.settings.request_deadline_s
+        started = time.monotonic()
+        deadline = started + self.settings.request_deadline_s
         options = request.options
         if bank_version is None:
             bank_version = await self.resolve_version(options.fewshot_version)
@@ -179,8 +184,11 @@ class ScoringService:
             }
             outcomes.update(await self._wait_calls(calls, deadline))
         self.metrics.cache_entries.set(len(self.cache))
+        results = [self._result(item, outcomes, options.on_failure) for item in items]
+        if options.group_size is not None:
+            results = await self._fill_groups(items, results, options, started, deadline)
         return ScoreResponse(
-            results=tuple(self._result(item, outcomes, options.on_failure) for item in items),
+            results=tuple(results),
             meta=ScoreMeta(
                 judge_model=self.judge.model,
                 prompt_version=self.prompt.version,
@@ -229,7 +237,15 @@ class ScoringService:
             )
             cases.setdefault(key, (context, suggestion))
             slots.append(_Slot(text, None, key))
-        return _Item(item, problem, slots)
+        group_key = score_key(
+            judge_model=self.judge.model,
+            prompt_version=self.prompt.version,
+            fewshot_version=bank_version.cache_id,
+            score_mode=f"{options.score_mode}/k={options.k}",
+            context=context,
+            suggestion="",
+        )
+        return _Item(item, problem, slots, group_key)
 
     # -- 2. cache tiers -------------------------------------------------------------------------
     async def _lookup(self, cases: dict[str, tuple[Context, str]]) -> dict[str, _Outcome]:
@@ -365,7 +381,36 @@ class ScoringService:
             self.redis.put(key, verdict.scores)
         return verdict.scores
 
-    # -- 4. results -----------------------------------------------------------------------------
+    # -- 4. groups of samples sent one at a time ------------------------------------------------
+    async def _fill_groups(
+        self,
+        items: list[_Item],
+        results: list[ItemResult],
+        options: ScoreOptions,
+        started: float,
+        deadline: float,
+    ) -> list[ItemResult]:
+        """Record every item's reward under its group key; a failed item waits for its siblings
+        and reports their mean (see ``eqs_reward.server.groups``)."""
+        assert options.group_size is not None
+        tokens = [
+            self.groups.record(item.group_key, result.reward)
+            for item, result in zip(items, results, strict=True)
+        ]
+        wait = max(0.0, min(options.group_wait_s, deadline - time.monotonic()))
+        failed = [n for n, result in enumerate(results) if result.reward is None]
+        fills = await asyncio.gather(
+            *[
+                self.groups.fill(items[n].group_key, tokens[n], options.group_size, started, wait)
+                for n in failed
+            ]
+        )
+        out = list(results)
+        for n, fill in zip(failed, fills, strict=True):
+            out[n] = dataclasses.replace(out[n], group=fill.to_dict())
+        return out
+
+    # -- 5. results -----------------------------------------------------------------------------
     def _result(
         self, prepared: _Item, outcomes: dict[str, _Outcome], on_failure: OnFailure
     ) -> ItemResult:

@@ -38,10 +38,14 @@ def _labels(body: GetRewardRequest) -> list[Any]:
 
 
 def answer(response: ScoreResponse, groups: list[str], settings: Settings) -> dict[str, Any]:
-    """OpenRLHF's answer: set rewards (failed samples per the failure policy within the samples
-    of their prompt), the same clipped to [0, 1] as ``scores``, and per-sample logs."""
+    """OpenRLHF's answer: set rewards, the same clipped to [0, 1] as ``scores``, and per-sample
+    logs. A failed sample gets its group's mean: from the service's group memory when
+    ``group_size`` was given (OpenRLHF sends one sample per request), else from the samples of
+    its prompt in this request; ``EQS_REWARD_OPENRLHF_FAILURE_POLICY=zero`` gives 0 instead."""
     results = response.results
-    rewards = apply_policy([r.reward for r in results], groups, settings.openrlhf_failure_policy)
+    policy = settings.openrlhf_failure_policy
+    remembered = [r.neutral_reward if policy == "group_mean" else r.reward for r in results]
+    rewards = apply_policy(remembered, groups, policy)
     numbers = [0.0 if r is None else r for r in rewards]
     extra: dict[str, list[float]] = {}
     for dimension in DIMENSIONS:
@@ -68,6 +72,15 @@ async def get_reward(
         list[str] | None,
         Query(max_length=16, description="the policy's own end or stop tokens, if uncommon"),
     ] = None,
+    group_size: Annotated[
+        int | None,
+        Query(
+            ge=2,
+            le=1024,
+            description="OpenRLHF's --rollout.n_samples_per_prompt: a failed sample then gets "
+            "the mean reward of its prompt's other samples, which the service remembers",
+        ),
+    ] = None,
     scoring: ScoringService = Depends(get_scoring),  # noqa: B008
     admission: Admission = Depends(get_admission),  # noqa: B008
 ) -> Response:
@@ -92,6 +105,7 @@ async def get_reward(
                 "on_failure": "null",
                 "fewshot_version": fewshot_version,
                 "end_tokens": end_tokens or [],
+                "group_size": group_size,
             },
         }
     )

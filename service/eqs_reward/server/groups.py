@@ -1,0 +1,116 @@
+"""Group memory: the rewards the service recently gave each context, so that a sample scored on
+its own can still be made neutral when the judge failed on it.
+
+Per-sample trainers (veRL's reward loop, OpenRLHF's agent executor) send one sample per request:
+the service never sees a GRPO group whole, yet a failed sample is neutral under group-normalised
+advantages only when its reward equals the mean of its group's other samples. With
+``options.group_size`` (G) set, every item's outcome is recorded under its *group key* (the
+normalised context and everything that changes the reward: judge, prompt, few-shot version, score
+mode, k). A failed item then waits, up to ``group_wait_s``, until the outcomes of G - 1 other
+samples of its key, recorded since shortly before its request began (``LOOKBACK_S``), are known,
+and reports the mean reward of those that were judged (the nearest in time, if there are more).
+
+The memory is bounded (least recently used keys are dropped past ``max_keys``; each key keeps the
+last ``per_key`` outcomes) and forgets outcomes after ``ttl_s``. It lives in one process: with
+several replicas, route a context's samples to one replica (or send a group in one request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+__all__ = ["GroupFill", "GroupMemory"]
+
+#: Siblings recorded up to this long before a failed sample's request began still count. The
+#: samples of one group are sent together (their requests start within a second or two), so a
+#: sibling's outcome comes after the failed request began, give or take this skew; the previous
+#: step's outcomes for the same context are older (a step is generation plus training).
+LOOKBACK_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class GroupFill:
+    """What the memory knew of a failed sample's group: the mean reward of its judged siblings
+    (None when none was judged), how many siblings' outcomes it saw and how many were judged."""
+
+    mean: float | None
+    seen: int
+    judged: int
+
+    def to_dict(self) -> dict[str, float | int | None]:
+        return {"mean": self.mean, "seen": self.seen, "judged": self.judged}
+
+
+@dataclass(slots=True)
+class _Key:
+    outcomes: deque[tuple[int, float, float | None]]
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class GroupMemory:
+    """Recent outcomes per group key (see the module docstring)."""
+
+    def __init__(self, max_keys: int = 100_000, per_key: int = 64, ttl_s: float = 600.0) -> None:
+        self.max_keys = max_keys
+        self.per_key = per_key
+        self.ttl_s = ttl_s
+        self._keys: OrderedDict[str, _Key] = OrderedDict()
+        self._tokens = itertools.count(1)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def record(self, key: str, reward: float | None) -> int:
+        """Remember one sample's outcome (None: failed); returns its token."""
+        entry = self._keys.get(key)
+        if entry is None:
+            entry = self._keys[key] = _Key(deque(maxlen=self.per_key))
+            while len(self._keys) > self.max_keys:
+                self._keys.popitem(last=False)
+        self._keys.move_to_end(key)
+        token = next(self._tokens)
+        entry.outcomes.append((token, time.monotonic(), reward))
+        entry.changed.set()
+        entry.changed = asyncio.Event()  # waiters hold the old one, now set
+        return token
+
+    def _siblings(self, key: str, token: int, since: float, wanted: int) -> list[float | None]:
+        """Up to ``wanted`` outcomes of other samples recorded after ``since``, the nearest in
+        time to the sample's own."""
+        entry = self._keys.get(key)
+        if entry is None:
+            return []
+        now = time.monotonic()
+        own = next((at for t, at, _ in entry.outcomes if t == token), now)
+        others = [
+            (abs(at - own), reward)
+            for t, at, reward in entry.outcomes
+            if t != token and at >= since and now - at <= self.ttl_s
+        ]
+        others.sort(key=lambda pair: pair[0])
+        return [reward for _, reward in others[:wanted]]
+
+    async def fill(
+        self, key: str, token: int, group_size: int, since: float, wait_s: float
+    ) -> GroupFill:
+        """The failed sample ``token``'s group fill: wait (at most ``wait_s``) for the outcomes of
+        ``group_size - 1`` siblings recorded after ``since - LOOKBACK_S``."""
+        wanted = max(0, group_size - 1)
+        deadline = time.monotonic() + wait_s
+        while True:
+            others = self._siblings(key, token, since - LOOKBACK_S, wanted)
+            remaining = deadline - time.monotonic()
+            if len(others) >= wanted or remaining <= 0 or key not in self._keys:
+                break
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._keys[key].changed.wait()
+            except TimeoutError:
+                pass
+        judged = [r for r in others if r is not None]
+        mean = sum(judged) / len(judged) if judged else None
+        return GroupFill(mean, len(others), len(judged))
