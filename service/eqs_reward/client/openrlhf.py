@@ -6,44 +6,44 @@ endpoint ``--reward.remote_url http://host:8000/get_reward`` reaches directly), 
 score identically; going through this file adds the client's patience: while the service is
 unreachable it waits (up to ``EQS_REWARD_WAIT_S``, 600 s) instead of failing the sample.
 
-Environment: ``EQS_REWARD_URL`` (required), ``EQS_REWARD_FEWSHOT_VERSION`` (pin it for a run).
+Environment: ``EQS_REWARD_URL`` (required), ``EQS_REWARD_FEWSHOT_VERSION`` (pin it for a run),
+``EQS_REWARD_GROUP_SIZE`` (``--rollout.n_samples_per_prompt``: a sample the judge failed on then
+gets the mean reward of its prompt's other samples, so its advantage is 0 under OpenRLHF's
+``group_norm``, ``rloo``, ``reinforce_baseline`` and ``dr_grpo`` estimators).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 from eqs_reward.client._adapters import pinned_version, service_url
 from eqs_reward.client._client import RewardClient
 
 _client: RewardClient | None = None
+_lock = threading.Lock()  # OpenRLHF calls reward_func from several threads at once
 
 
 def _shared_client() -> RewardClient:
     global _client
-    if _client is None:
-        wait = float(os.environ.get("EQS_REWARD_WAIT_S", "600"))
-        _client = RewardClient(service_url(), wait_for_service_s=wait)
-    return _client
+    with _lock:
+        if _client is None:
+            wait = float(os.environ.get("EQS_REWARD_WAIT_S", "600"))
+            _client = RewardClient(service_url(), wait_for_service_s=wait)
+        return _client
 
 
 def reward_func(
     queries: list[str], prompts: list[str], labels: list[Any], **kwargs: Any
 ) -> dict[str, Any]:
-    """OpenRLHF's custom reward function: rewards, scores and extra_logs as tensors."""
-    import torch
-
-    params: dict[str, Any] = {}
-    version = pinned_version()
-    if version is not None:
-        params["fewshot_version"] = version
-    answer = _shared_client().get_reward(queries, prompts, labels, **params)
-    return {
-        "rewards": torch.tensor(answer["rewards"], dtype=torch.float32),
-        "scores": torch.tensor(answer["scores"], dtype=torch.float32),
-        "extra_logs": {
-            key: torch.tensor(values, dtype=torch.float32)
-            for key, values in answer["extra_logs"].items()
-        },
+    """OpenRLHF's custom reward function: the endpoint's answer as it comes, per sample lists
+    of ``rewards``, ``scores`` and ``extra_logs`` (OpenRLHF turns them into tensors itself, as it
+    does for the HTTP endpoint's answer)."""
+    group_size = os.environ.get("EQS_REWARD_GROUP_SIZE", "").strip()
+    params: dict[str, Any] = {
+        "fewshot_version": pinned_version(),
+        "group_size": int(group_size) if group_size else None,
     }
+    answer: dict[str, Any] = _shared_client().get_reward(queries, prompts, labels, **params)
+    return answer

@@ -1,58 +1,116 @@
-"""TRL: an async reward function for ``GRPOTrainer`` (checked against TRL 1.16).
+"""TRL: an async reward function for ``GRPOTrainer`` (tested against TRL 1.16's own trainer).
 
     from eqs_reward.client.trl import eqs_reward_func
-    trainer = GRPOTrainer(..., reward_funcs=[eqs_reward_func(fewshot_version=3)])
+    reward = eqs_reward_func("http://reward:8000", fewshot_version=3)
+    trainer = GRPOTrainer(..., reward_funcs=[reward])
 
-TRL calls it as ``await f(prompts=..., completions=..., completion_ids=..., **columns,
-trainer_state=..., log_extra=..., log_metric=...)`` on its own event loop, once per batch, with
-each prompt repeated ``num_generations`` times. It sends the batch as one ``/v1/score`` request
-and returns one set reward per completion (``None`` only with ``policy="skip"``, which TRL reads
-as "no reward from this function"). The shopper's context comes from the dataset column
-``query_column`` (a query string or a context dict) or else from the prompt's last user message.
-The three dimensions go to TRL's completions table through ``log_extra`` and their means to its
-metrics through ``log_metric``, when the installed TRL passes them.
+TRL 1.16 (``GRPOTrainer._calculate_rewards``) awaits it on the trainer's event loop, once per
+batch, as ``f(prompts=..., completions=..., completion_ids=..., **dataset_columns,
+trainer_state=..., log_extra=..., log_metric=...)``, with each prompt repeated
+``num_generations`` times in consecutive rows; the batch goes to the service as one request.
+
+A failed sample (the judge could not grade it) must be neutral. What is neutral depends on the
+other reward functions, which the trainer passed to us through ``log_metric`` (a bound method of
+the trainer), so ``policy="auto"`` (the default) picks:
+
+- this is the only reward function: ``None``. TRL then leaves the sample out of its group's mean
+  and std and gives it advantage 0; the other samples are untouched.
+- other reward functions score it too: the mean reward of the judged samples of its group (TRL's
+  group: consecutive blocks of ``num_generations``). The judge's term is then neutral in the sum
+  (the sample's advantage comes from the other functions only); TRL cannot leave it out of the
+  group's std, which shrinks a little (measured in the README).
+
+While the service is unreachable the client waits (``wait_for_service_s``, 10 minutes by default),
+logging each wait, so a restart of the service does not end the training run. The shopper's
+context comes from the dataset column ``query_column`` (a query string or a context dict or JSON)
+or else the prompt's last user message. Every dimension, the format reward and the failed flag go
+to TRL's completions table (``log_extra``), their means to its metrics (``log_metric``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import logging
 import math
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Literal
 
 from eqs_reward._trainer_inputs import completion_text, context_from, prompt_text
 from eqs_reward.client._adapters import pinned_version, service_url
 from eqs_reward.client._client import AsyncRewardClient
-from eqs_reward.rewards import apply_policy
-from eqs_reward.types import DIMENSIONS, FailurePolicy, ScoreMode
+from eqs_reward.rewards import apply_policy, consecutive_groups
+from eqs_reward.types import DIMENSIONS, FailurePolicy, ScoreMode, ScoreResponse
+
+__all__ = ["eqs_reward_func"]
+
+log = logging.getLogger("eqs_reward.client.trl")
 
 RewardFunc = Callable[..., Awaitable[list[float | None]]]
+
+
+def _trainer(log_metric: Any) -> Any:
+    """The GRPOTrainer behind TRL's ``log_metric`` (a bound method), if it is one."""
+    trainer = getattr(log_metric, "__self__", None)
+    return trainer if hasattr(trainer, "reward_funcs") else None
+
+
+def _group_size(trainer: Any, explicit: int | None) -> int | None:
+    if explicit is not None:
+        return explicit
+    if trainer is None:
+        return None
+    training = getattr(getattr(trainer, "model", None), "training", True)
+    size = trainer.num_generations if training else trainer.num_generations_eval
+    return int(size) if size else None
+
+
+def _log(response: ScoreResponse, kwargs: dict[str, Any]) -> None:
+    log_extra, log_metric = kwargs.get("log_extra"), kwargs.get("log_metric")
+    results = response.results
+    n = len(results) or 1
+    columns: dict[str, list[float]] = {}  # the same columns for every sample
+    for dimension in DIMENSIONS:
+        means = [r.dimension_mean(dimension) for r in results]
+        columns[dimension] = [math.nan if v is None else v for v in means]
+    columns["format_reward"] = [r.format_reward for r in results]
+    columns["failed"] = [0.0 if r.status == "ok" else 1.0 for r in results]
+    if log_extra is not None:
+        for name, values in columns.items():
+            log_extra(name, values)
+    if log_metric is not None:
+        for name, values in columns.items():
+            finite = [v for v in values if not math.isnan(v)]
+            if finite:
+                log_metric(f"eqs/{name}", sum(finite) / len(finite))
+        log_metric("eqs/failed_share", sum(columns["failed"]) / n)
+        log_metric("eqs/fewshot_version", float(response.meta.fewshot_version))
 
 
 def eqs_reward_func(
     url: str | None = None,
     *,
-    policy: FailurePolicy = "group_mean",
+    policy: FailurePolicy | Literal["auto"] = "auto",
     score_mode: ScoreMode = "soft",
     fewshot_version: int | None = None,
     k: int | None = 3,
     query_column: str = "query",
+    group_size: int | None = None,
+    end_tokens: Sequence[str] = (),
     **client_options: Any,
 ) -> RewardFunc:
-    """Build the reward function. One client per event loop (TRL keeps one loop per trainer)."""
-    clients: dict[asyncio.AbstractEventLoop, AsyncRewardClient] = {}
+    """Build the reward function. ``url`` defaults to ``EQS_REWARD_URL`` (one is required);
+    ``fewshot_version`` to ``EQS_REWARD_FEWSHOT_VERSION``: pin it for a training run.
+    ``group_size`` overrides TRL's ``num_generations``; ``client_options`` go to the client
+    (``wait_for_service_s``, ``timeout_s``, ...). One client per event loop."""
+    base_url = service_url(url)
     version = pinned_version(fewshot_version)
+    clients: dict[asyncio.AbstractEventLoop, AsyncRewardClient] = {}
 
     def client() -> AsyncRewardClient:
         loop = asyncio.get_running_loop()
         if loop not in clients:
             clients[loop] = AsyncRewardClient(
-                service_url(url),
-                k=k,
-                score_mode=score_mode,
-                fewshot_version=version,
-                **client_options,
+                base_url, k=k, score_mode=score_mode, fewshot_version=version, **client_options
             )
         return clients[loop]
 
@@ -65,24 +123,23 @@ def eqs_reward_func(
             for i, prompt in enumerate(prompts)
         ]
         texts = [completion_text(c) for c in completions]
-        result = await client().score_completions(contexts, texts)
-        rewards = apply_policy(
-            [item.reward for item in result.results],
-            [json.dumps(p, sort_keys=True, default=str) for p in prompts],
-            policy,
+        response = await client().score_completions(contexts, texts, end_tokens=list(end_tokens))
+        trainer = _trainer(kwargs.get("log_metric"))
+        size = _group_size(trainer, group_size)
+        groups: Sequence[Any] = (
+            consecutive_groups(len(texts), size) if size else [prompt_text(p) for p in prompts]
         )
-        log_extra, log_metric = kwargs.get("log_extra"), kwargs.get("log_metric")
-        for dimension in DIMENSIONS:
-            values = [item.dimension_mean(dimension) for item in result.results]
-            if log_extra is not None:
-                log_extra(dimension, [math.nan if v is None else v for v in values])
-            judged = [v for v in values if v is not None]
-            if log_metric is not None and judged:
-                log_metric(f"eqs/{dimension}", sum(judged) / len(judged))
-        if log_metric is not None:
-            n = len(result.results) or 1
-            log_metric("eqs/format_reward", sum(i.format_reward for i in result.results) / n)
-            log_metric("eqs/failed_share", sum(i.status != "ok" for i in result.results) / n)
+        chosen: FailurePolicy
+        if policy == "auto":
+            alone = trainer is not None and len(trainer.reward_funcs) == 1
+            chosen = "skip" if alone else "group_mean"
+        else:
+            chosen = policy
+        rewards = apply_policy([r.reward for r in response.results], groups, chosen)
+        _log(response, kwargs)
+        failed = sum(1 for r in response.results if r.reward is None)
+        if failed:
+            log.info("%d of %d samples not judged: policy %s", failed, len(texts), chosen)
         return rewards
 
     async def aclose() -> None:

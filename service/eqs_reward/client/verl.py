@@ -1,46 +1,66 @@
-"""veRL: custom reward functions (checked against veRL's reward managers as of late 2026:
-``NaiveRewardManager``/reward loop call ``compute_score(data_source=..., solution_str=...,
-ground_truth=..., extra_info=...)``, awaiting it when it is a coroutine function;
-``BatchRewardManager`` calls ``compute_score(data_sources=..., solution_strs=...,
-ground_truths=..., extra_infos=...)``).
+"""veRL: the custom reward function for the reward loop (tested against veRL 0.9.1's own
+``NaiveRewardManager.run_single``, loaded by its ``load_reward_manager``, and its GRPO advantage).
 
-    custom_reward_function:
-      path: <site-packages>/eqs_reward/client/verl.py
-      name: compute_score          # or compute_score_async (reward loop), compute_score_batch
-    # with reward_model.reward_manager=batch for compute_score_batch
+    reward:
+      custom_reward_function:
+        path: <site-packages>/eqs_reward/client/verl.py
+        name: compute_score          # or compute_score_async
 
-The context comes from ``extra_info["context"]`` (a contract context), ``extra_info["query"]``,
-or ``ground_truth`` (put the shopper's query there). Every function returns dicts with
-``score`` and the three dimensions, so veRL logs them.
+veRL calls it once per sample, ``compute_score(data_source=..., solution_str=..., ground_truth=...,
+extra_info=...)`` (the response decoded without special tokens), awaiting it when it is a
+coroutine function and running it in an executor otherwise. Environment of the reward workers:
 
-Failure policy (``EQS_REWARD_FAILURE_POLICY``, default ``group_mean``): the batch form groups
-samples by context and gives a failed one its group's mean. A per-sample call sees no group:
-there ``group_mean`` and ``skip`` fall back to 0.0 (veRL needs a number), flagged ``failed: 1``;
-use the batch manager to keep failed samples neutral.
+- ``EQS_REWARD_URL`` (required) and ``EQS_REWARD_FEWSHOT_VERSION`` (pin it for a run);
+- ``EQS_REWARD_GROUP_SIZE``: ``actor_rollout_ref.rollout.n``. A sample arrives alone, so the
+  service remembers each context's recent rewards and gives a failed sample the mean of its
+  group's judged siblings: its GRPO advantage is then 0. Required unless
+  ``EQS_REWARD_FAILURE_POLICY=zero`` (a failed sample scores 0.0, a penalty under GRPO);
+- ``EQS_REWARD_SCORE_MODE`` (``soft``), ``EQS_REWARD_WAIT_S`` (600: how long to wait out an
+  unreachable service before the error that ends ``run_single``).
+
+The context comes from ``extra_info["context"]`` (a contract context), ``extra_info["query"]``, or
+``ground_truth`` (the shopper's query). Every call returns the same keys, so veRL's merging of
+``reward_extra_info`` across samples never meets a missing one: ``score``, the three dimensions,
+``format_reward``, ``failed`` and ``fewshot_version``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from typing import Any
 
 from eqs_reward._trainer_inputs import context_from
 from eqs_reward.client._adapters import pinned_version, policy_from_env, service_url
 from eqs_reward.client._client import AsyncRewardClient, RewardClient
-from eqs_reward.rewards import apply_policy
-from eqs_reward.types import DIMENSIONS, ItemResult
+from eqs_reward.types import DIMENSIONS, ItemResult, ScoreResponse
+
+__all__ = ["aclose", "compute_score", "compute_score_async"]
 
 _sync: RewardClient | None = None
+_sync_lock = threading.Lock()  # veRL runs compute_score in executor threads, several at once
 _async: dict[asyncio.AbstractEventLoop, AsyncRewardClient] = {}
 
 
-def _options() -> dict[str, Any]:
-    return {
+def _settings() -> tuple[dict[str, Any], dict[str, Any]]:
+    """Client options and per-request options, from the environment."""
+    policy = policy_from_env("group_mean")
+    raw = os.environ.get("EQS_REWARD_GROUP_SIZE", "").strip()
+    if policy == "group_mean" and not raw:
+        raise RuntimeError(
+            "set EQS_REWARD_GROUP_SIZE to actor_rollout_ref.rollout.n in the reward workers' "
+            "environment: veRL scores one sample at a time, and a sample the judge failed on is "
+            "neutral only with its group's mean (or set EQS_REWARD_FAILURE_POLICY=zero)"
+        )
+    client = {
         "k": 3,
         "score_mode": os.environ.get("EQS_REWARD_SCORE_MODE", "soft"),
         "fewshot_version": pinned_version(),
+        "wait_for_service_s": float(os.environ.get("EQS_REWARD_WAIT_S", "600")),
     }
+    request = {"group_size": int(raw)} if raw and policy == "group_mean" else {}
+    return client, request
 
 
 def _context(ground_truth: Any, extra_info: dict[str, Any] | None) -> dict[str, Any]:
@@ -48,18 +68,17 @@ def _context(ground_truth: Any, extra_info: dict[str, Any] | None) -> dict[str, 
     return context_from(info.get("context") or info.get("query") or ground_truth)
 
 
-def _as_dict(item: ItemResult, score: float | None) -> dict[str, Any]:
+def _as_dict(response: ScoreResponse) -> dict[str, Any]:
+    item: ItemResult = response.results[0]
+    score = item.neutral_reward
     out: dict[str, Any] = {"score": 0.0 if score is None else score}
     for dimension in DIMENSIONS:
         value = item.dimension_mean(dimension)
         out[dimension] = 0.0 if value is None else value
     out["format_reward"] = item.format_reward
     out["failed"] = 0.0 if item.status == "ok" else 1.0
+    out["fewshot_version"] = float(response.meta.fewshot_version)
     return out
-
-
-def _single(item: ItemResult) -> dict[str, Any]:
-    return _as_dict(item, apply_policy([item.reward], [0], "zero")[0])
 
 
 def compute_score(
@@ -69,12 +88,15 @@ def compute_score(
     extra_info: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
-    """Per sample, blocking (veRL's naive manager runs it in an executor)."""
+    """Per sample, blocking (veRL runs it in an executor thread; the client is thread-safe)."""
     global _sync
+    client_options, options = _settings()
     if _sync is None:
-        _sync = RewardClient(service_url(), **_options())
-    result = _sync.score_completions([_context(ground_truth, extra_info)], [solution_str])
-    return _single(result.results[0])
+        _sync = RewardClient(service_url(), **client_options)
+    response = _sync.score_completions(
+        [_context(ground_truth, extra_info)], [solution_str], **options
+    )
+    return _as_dict(response)
 
 
 async def compute_score_async(
@@ -85,13 +107,14 @@ async def compute_score_async(
     **kwargs: Any,
 ) -> dict[str, Any]:
     """Per sample, awaited by veRL's reward loop; one pooled client per event loop."""
+    client_options, options = _settings()
     loop = asyncio.get_running_loop()
     if loop not in _async:
-        _async[loop] = AsyncRewardClient(service_url(), **_options())
-    result = await _async[loop].score_completions(
-        [_context(ground_truth, extra_info)], [solution_str]
+        _async[loop] = AsyncRewardClient(service_url(), **client_options)
+    response = await _async[loop].score_completions(
+        [_context(ground_truth, extra_info)], [solution_str], **options
     )
-    return _single(result.results[0])
+    return _as_dict(response)
 
 
 async def aclose() -> None:
@@ -99,25 +122,3 @@ async def aclose() -> None:
     client = _async.pop(asyncio.get_running_loop(), None)
     if client is not None:
         await client.aclose()
-
-
-def compute_score_batch(
-    data_sources: list[str],
-    solution_strs: list[str],
-    ground_truths: list[Any],
-    extra_infos: list[dict[str, Any] | None] | None = None,
-    **kwargs: Any,
-) -> list[dict[str, Any]]:
-    """The whole batch in one request; failed samples handled per the failure policy."""
-    global _sync
-    if _sync is None:
-        _sync = RewardClient(service_url(), **_options())
-    infos = list(extra_infos) if extra_infos is not None else [None] * len(solution_strs)
-    contexts = [_context(g, i) for g, i in zip(ground_truths, infos, strict=True)]
-    result = _sync.score_completions(contexts, list(solution_strs))
-    groups = [repr(sorted(c.items())) for c in contexts]
-    policy = policy_from_env("group_mean")
-    rewards = apply_policy(
-        [i.reward for i in result.results], groups, policy if policy == "group_mean" else "zero"
-    )
-    return [_as_dict(item, reward) for item, reward in zip(result.results, rewards, strict=True)]
