@@ -136,7 +136,7 @@ def bench_overhead(requests: int, concurrency: int, rounds: int) -> dict[str, An
     from eqs_reward.judge import JudgeClient, JudgePrompt
     from eqs_reward.judge.cases import Context, load_seed_examples
 
-    prompt = JudgePrompt.load(ROOT / "prompts", "qualeqs-v1")
+    prompt = JudgePrompt.load(ROOT / "prompts", "qualeqs-v2")
     seed = load_seed_examples(ROOT / "fewshot_bank")  # the same prompt the service sends
     stub = stub_judge()
     svc = service(

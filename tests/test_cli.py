@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from eqs_reward.cli import main
-from tests.conftest import ServerProcess, service_process, stub_judge_process, wait_http
+from eqs_reward.judge.cases import load_seed_examples
+from tests.conftest import ROOT, ServerProcess, service_process, stub_judge_process, wait_http
 
 TOKEN = "cli-token"
 
@@ -46,7 +47,8 @@ def test_bank_export_import_round_trip(
     assert "nothing new" in capsys.readouterr().out
     out = env / "v2.jsonl"
     assert main(["bank", "export", "--out", str(out)]) == 0
-    assert "wrote 23 examples of version 2" in capsys.readouterr().out
+    seed = len(load_seed_examples(ROOT / "fewshot_bank"))
+    assert f"wrote {seed + 3} examples of version 2" in capsys.readouterr().out
     exported = [json.loads(line) for line in out.read_text().splitlines()]
     assert exported[-1]["suggestion"] == case(2)["suggestion"] and "id" in exported[-1]
     assert main(["bank", "export", "--version", "1"]) == 0

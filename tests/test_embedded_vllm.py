@@ -94,7 +94,7 @@ def test_readme_example_is_graded_by_the_real_judge(embedded: ServerProcess) -> 
     assert response.status_code == 200, response.text
     data = response.json()
     assert data["meta"]["judge_model"] == "smollm2-135m-instruct"
-    assert data["meta"]["prompt_version"] == "qualeqs-v1"
+    assert data["meta"]["prompt_version"] == "qualeqs-v2"
     assert [r["id"] for r in data["results"]] == ["router-1", "flowers-1"]
     for result in data["results"]:
         assert result["status"] == "ok" and result["format_reward"] == 1.0
@@ -285,7 +285,7 @@ def test_prometheus_scrapes_and_every_dashboard_and_alert_query_evaluates(
         ):
             assert not any(needle in e for e in empty), (needle, empty)
         rules_state = httpx.get(f"{api}/rules").json()["data"]["groups"][0]["rules"]
-        assert len(rules_state) == 5
+        assert len(rules_state) == 6
         assert all(r["health"] in ("ok", "unknown") for r in rules_state), rules_state
     finally:
         server.stop()

@@ -136,7 +136,7 @@ def test_the_server_extra_serves_from_the_installed_wheel(served: str) -> None:
         "items": [
             {
                 "context": {"query": "blender"},
-                "suggestions": ["Which blenders under $80 can crush ice?", "Any?"],
+                "suggestions": ["Which blenders under $80 can crush ice?", "Glass jar ones?"],
             }
         ],
         "options": {"k": 2},
@@ -144,7 +144,7 @@ def test_the_server_extra_serves_from_the_installed_wheel(served: str) -> None:
     response = httpx.post(served + "/v1/score", json=body, timeout=30)
     assert response.status_code == 200, response.text
     data = response.json()
-    assert data["meta"]["prompt_version"] == "qualeqs-v1" and data["meta"]["fewshot_version"] == 1
+    assert data["meta"]["prompt_version"] == "qualeqs-v2" and data["meta"]["fewshot_version"] == 1
     assert [s["status"] for s in data["results"][0]["suggestions"]] == ["ok", "ok"]
     seed = read_jsonl(ROOT / "fewshot_bank" / "seed.jsonl")
     bank = httpx.get(served + "/v1/fewshot", timeout=10).json()

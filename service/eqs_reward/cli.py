@@ -77,6 +77,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from eqs_reward.server import build_app
+    from eqs_reward.server._uvicorn import with_header_timeout
 
     overrides: dict[str, Any] = {}
     if args.host:
@@ -106,6 +107,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         access_log=False,
         timeout_graceful_shutdown=10,
         timeout_keep_alive=5,
+        http=with_header_timeout(settings.http_header_timeout_s),
         h11_max_incomplete_event_size=64 * 1024,
     )
     return 0
@@ -359,6 +361,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_redteam(args: argparse.Namespace) -> int:
+    from eqs_reward.offline import redteam
+
+    if args.write_corpus:
+        count = redteam.write_corpus(Path(args.write_corpus))
+        print(f"wrote {count} attacks to {args.write_corpus}")
+        return 0
+    require("eval", "redteam")
+    report = redteam.run(
+        redteam.RedteamOptions(
+            url=args.url,
+            out=Path(args.out),
+            score_mode=args.mode,
+            fewshot_version=args.fewshot_version,
+            legit=args.legit,
+        )
+    )
+    print(redteam.table(report))
+    print(f"\nreport: {Path(args.out) / 'redteam.json'}  plot: {Path(args.out) / 'redteam.png'}")
+    return 0
+
+
 # -- training and mining ------------------------------------------------------------------------
 def _train_options(args: argparse.Namespace) -> Any:
     from eqs_reward.offline.train import TrainOptions
@@ -531,6 +555,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--repeats", type=int, default=1, help="runs; reports mean and spread")
     evaluate.add_argument("--out", default="runs/eval")
     evaluate.set_defaults(func=cmd_eval)
+
+    red = sub.add_parser("redteam", help="how much reward attacks win, per family [eval]")
+    red.add_argument("--url", default=DEFAULT_URL)
+    red.add_argument("--mode", choices=["binary", "soft"], default="soft")
+    red.add_argument("--fewshot-version", type=int, default=None)
+    red.add_argument("--legit", type=int, default=200, help="legitimate suggestions to score")
+    red.add_argument("--out", default="runs/redteam")
+    red.add_argument(
+        "--write-corpus", default=None, help="only write the attacks as JSONL to this file"
+    )
+    red.set_defaults(func=cmd_redteam)
 
     calibrate = sub.add_parser("calibrate", help="fit and store pass thresholds for a version")
     calibrate.add_argument("--url", default=DEFAULT_URL)

@@ -23,7 +23,7 @@ def test_contract_shape_and_numbers(client: TestClient, stub: StubJudge) -> None
     data = response.json()
     assert data["meta"] == {
         "judge_model": "stub",
-        "prompt_version": "qualeqs-v1",
+        "prompt_version": "qualeqs-v2",
         "fewshot_version": 1,
         "score_mode": "binary",
     }

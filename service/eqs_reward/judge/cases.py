@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from eqs_reward._jsonl import iter_jsonl
 from eqs_reward.rewards import normalise_text
@@ -68,7 +68,7 @@ VisibleText = Annotated[str, AfterValidator(_encodable), AfterValidator(_visible
 
 
 class Turn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     role: Literal["user", "assistant"]
     content: Text
@@ -77,7 +77,7 @@ class Turn(BaseModel):
 class Context(BaseModel):
     """The shopper's situation a suggestion is judged in."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     query: VisibleText = Field(min_length=1, description="the shopper's latest message")
     history: list[Turn] = Field(default_factory=list)
@@ -97,18 +97,29 @@ class Context(BaseModel):
         )
 
 
+def _exact_digit(value: object) -> object:
+    # False == 0 and 1.0 == 1 in Python, so a plain Literal[0, 1] lets them through; a label
+    # is the integer 0 or 1 and nothing that merely compares equal to one.
+    if type(value) is not int:
+        raise ValueError("must be the integer 0 or 1")
+    return value
+
+
+Digit = Annotated[Literal[0, 1], BeforeValidator(_exact_digit)]
+
+
 class Labels(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    answerability: Literal[0, 1]
-    factuality: Literal[0, 1]
-    information_gain: Literal[0, 1]
+    answerability: Digit
+    factuality: Digit
+    information_gain: Digit
 
 
 class ExampleIn(BaseModel):
     """An example as an operator submits it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     context: Context
     suggestion: VisibleText = Field(min_length=1, max_length=1000)
@@ -149,7 +160,7 @@ class LabeledCase(BaseModel):
     """A case people labeled (the format of ``judge_cases/dev.jsonl``): for evaluation, the
     bank's agreement gate and calibration."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     id: str | None = Field(default=None, max_length=200)
     context: Context

@@ -10,6 +10,7 @@ the exception handlers below. ``/health`` is liveness; ``/ready`` checks the jud
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -22,6 +23,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from eqs_reward._version import __version__
 from eqs_reward.judge import JudgeClient, JudgePrompt
@@ -177,10 +179,31 @@ def build_app(
     return app
 
 
+def _allowed_methods(app: FastAPI, scope: Any) -> list[str]:
+    """The methods the schema documents for the resource of the request: its literal path's if it
+    has one (``/v1/fewshot/calibration``), else the templates' (``/v1/fewshot/{example_id}``)."""
+    paths: dict[str, Any] = app.openapi()["paths"]
+    matching = [
+        template
+        for route in app.router.routes
+        if isinstance(template := getattr(route, "path", None), str)
+        and template in paths
+        and route.matches(scope)[0] is not Match.NONE
+    ]
+    literal = [t for t in matching if "{" not in t]
+    return sorted({m.upper() for t in (literal or matching) for m in paths[t]})
+
+
+# pydantic names the branch of a union in an error's location (items.0.suggestions.list[str].0):
+# noise for the caller, who sent a field, not a branch.
+_BRANCH = re.compile(r"^(list|dict|str|int|float|bool|none|literal|function-\w+)(\[.*\])?$")
+
+
 def _problems(errors: list[Any]) -> list[str]:
     problems = []
     for error in errors:
-        location = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+        parts = [p for p in error.get("loc", ()) if p != "body" and not _BRANCH.match(str(p))]
+        location = ".".join(str(part) for part in parts)
         problems.append(f"{location or 'body'}: {error.get('msg')}")
     return problems
 
@@ -232,16 +255,21 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _invalid(_problems(list(exc.errors())))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = {
             400: "bad_request",
             404: "not_found",
             405: "method_not_allowed",
         }.get(exc.status_code, "http_error")
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route of the path only; a path served
+            # by several routes (GET and HEAD /ready) allows all of theirs.
+            headers["Allow"] = ", ".join(_allowed_methods(request.app, request.scope))
         return JSONResponse(
             envelope(exc.status_code, kind, str(exc.detail)),
             status_code=exc.status_code,
-            headers=getattr(exc, "headers", None),
+            headers=headers,
         )
 
     @app.exception_handler(Exception)

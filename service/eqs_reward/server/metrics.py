@@ -115,6 +115,14 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.guard_refusals = Counter(
+            "eqs_reward_guard_refusals_total",
+            "Suggestions refused by the guard before the judge, by reason (a reward-hacking "
+            "family: forged_turn, forged_verdict, grader_address, degenerate; or empty, "
+            "too_long, invalid_text, control_token, too_many).",
+            ["reason"],
+            registry=r,
+        )
         self.cache_hits = Counter(
             "eqs_reward_cache_hits_total",
             "Score cache hits, by tier (memory, redis, inflight: shared with a call in flight).",

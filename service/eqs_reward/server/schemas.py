@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from eqs_reward.judge.cases import Context, ExampleIn, LabeledCase, Text
 from eqs_reward.server.settings import MAX_INT64
@@ -19,6 +20,7 @@ from eqs_reward.types import OnFailure, ScoreMode
 
 __all__ = [
     "AddExamples",
+    "AttackCase",
     "Calibrate",
     "ErrorBody",
     "ErrorDetail",
@@ -36,6 +38,7 @@ class ScoreItem(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "oneOf": [{"required": ["suggestions"]}, {"required": ["completion"]}],
             "description": "exactly one of 'suggestions' (a list) or 'completion' (raw text)",
@@ -44,10 +47,19 @@ class ScoreItem(BaseModel):
 
     id: Text | None = Field(default=None, max_length=200, description="echoed back")
     context: Context
-    suggestions: list[str] | None = None
-    completion: str | None = Field(
+    # Absent, not null: the schema says so (SkipJsonSchema), and null is refused like any
+    # other wrong type.
+    suggestions: list[str] | SkipJsonSchema[None] = None
+    completion: str | SkipJsonSchema[None] = Field(
         default=None, description='the policy\'s raw text, e.g. {"options": [...]}'
     )
+
+    @field_validator("suggestions", "completion", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("leave it out rather than sending null")
+        return value
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> ScoreItem:
@@ -57,7 +69,7 @@ class ScoreItem(BaseModel):
 
 
 class ScoreOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     k: int | None = Field(
         default=3, ge=1, le=1000, description="expected suggestions per item; null: any"
@@ -92,7 +104,7 @@ class ScoreOptions(BaseModel):
 
 
 class ScoreRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     items: list[ScoreItem] = Field(min_length=1)
     options: ScoreOptions = Field(default_factory=ScoreOptions)
@@ -117,7 +129,7 @@ class GetRewardRequest(BaseModel):
     """OpenRLHF's remote reward body: ``query`` is prompt + response, decoded by the trainer
     (with special tokens kept); ``labels`` carry the shopper's query or a JSON context."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     query: list[str] = Field(min_length=1, description="prompt + response texts")
     prompts: list[str] | None = None
@@ -141,8 +153,18 @@ class GetRewardResponse(BaseModel):
 # -- few-shot bank ---------------------------------------------------------------------------
 
 
+class AttackCase(BaseModel):
+    """A suggestion written to win reward it does not deserve (``family`` is informative)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    family: Text | None = Field(default=None, max_length=100)
+    context: Context
+    suggestion: str = Field(min_length=1, max_length=2000)
+
+
 class AddExamples(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     examples: list[ExampleIn] = Field(min_length=1)
     note: Text = Field(default="", max_length=500)
@@ -155,12 +177,18 @@ class AddExamples(BaseModel):
         max_length=2000,
         description="labeled cases for the comparison (else the configured gate cases)",
     )
+    attacks: list[AttackCase] | None = Field(
+        default=None,
+        max_length=2000,
+        description="attacks whose success rate the candidate must not raise (else the "
+        "configured gate attacks)",
+    )
     score_mode: ScoreMode = "soft"
     force: bool = Field(default=False, description="add even if the gate refuses (recorded)")
 
 
 class Calibrate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     version: int | None = Field(
         default=None, ge=1, le=MAX_INT64, description="default: the active version"
@@ -169,7 +197,7 @@ class Calibrate(BaseModel):
 
 
 class RetireExample(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     note: Text = Field(default="", max_length=500)
     expected_version: int | None = Field(default=None, ge=0, le=MAX_INT64)

@@ -40,7 +40,7 @@ from eqs_reward.server.bank._stores import BankVersion, FewshotBank, VersionNotF
 from eqs_reward.server.cache import LRUCache, RedisTier, SingleFlight, score_key
 from eqs_reward.server.errors import InvalidRequestError
 from eqs_reward.server.groups import GroupMemory
-from eqs_reward.server.guard import GUARD_VERSION, guard_reason
+from eqs_reward.server.guard import Guard
 from eqs_reward.server.metrics import Metrics
 from eqs_reward.server.schemas import ScoreItem, ScoreOptions, ScoreRequest
 from eqs_reward.server.settings import Settings
@@ -123,8 +123,12 @@ class ScoringService:
         prompt: JudgePrompt,
         metrics: Metrics,
         redis: RedisTier | None = None,
+        guard: Guard | None = None,
     ) -> None:
         self.settings = settings
+        self.guard = guard or Guard.load(
+            settings.prompts_path / "guards", settings.guard_version, settings.max_text_chars
+        )
         self.judge = judge
         self.bank = bank
         self.prompt = prompt
@@ -222,14 +226,14 @@ class ScoringService:
             if index >= limit and item.completion is not None:
                 slots.append(_Slot(text, "too_many", None))
                 continue
-            reason = guard_reason(text, self.settings.max_text_chars)
+            reason = self.guard.reason(text)
             if reason is not None:
                 slots.append(_Slot(text, reason, None))
                 continue
             suggestion = normalise_text(text)
             key = score_key(
                 judge_model=self.judge.model,
-                prompt_version=f"{self.prompt.version}+{GUARD_VERSION}",
+                prompt_version=f"{self.prompt.version}+{self.guard.version}",
                 fewshot_version=bank_version.cache_id,
                 score_mode=options.score_mode,
                 context=context,
@@ -428,6 +432,7 @@ class ScoringService:
                 rewards.append(0.0)
                 m.suggestions.labels("rejected").inc()
                 m.failures.labels(reason).inc()
+                m.guard_refusals.labels(reason).inc()
                 continue
             outcome = outcomes[slot.key]
             if outcome.scores is None:

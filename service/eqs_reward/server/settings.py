@@ -54,7 +54,10 @@ class Settings(BaseSettings):
     judge_chat_template_kwargs: dict[str, Any] | None = Field(
         default=None, description='e.g. {"enable_thinking": false} for Qwen3'
     )
-    prompt_version: str = Field(default="qualeqs-v1")
+    prompt_version: str = Field(default="qualeqs-v2")
+    guard_version: str = Field(
+        default="guard-v1", description="reward-hacking guard rules in prompts/guards/"
+    )
     prompts_dir: Path | None = Field(
         default=None, description="judge prompt templates; unset: the ones packaged in the wheel"
     )
@@ -116,6 +119,14 @@ class Settings(BaseSettings):
     )
     fewshot_gate_cases: Path | None = Field(
         default=None, description="labeled cases (JSONL, judge_cases format) for the gate"
+    )
+    fewshot_gate_attacks: Path | None = Field(
+        default=None,
+        description="attacks (JSONL of context and suggestion, e.g. from 'eqs-reward redteam "
+        "--write-corpus'): the gate also refuses an add that raises their success rate",
+    )
+    fewshot_gate_attack_tolerance: float = Field(
+        default=0.0, ge=0, le=1, description="how much the attack success rate may rise"
     )
     fewshot_gate_min_judged: float = Field(
         default=0.9,

@@ -35,8 +35,9 @@ from eqs_reward.server.errors import (
     InvalidRequestError,
     NotFoundError,
 )
+from eqs_reward.server.guard import GUARD_REASONS
 from eqs_reward.server.metrics import Metrics
-from eqs_reward.server.schemas import ScoreRequest
+from eqs_reward.server.schemas import AttackCase, ScoreRequest
 from eqs_reward.server.settings import Settings
 from eqs_reward.types import DIMENSIONS, ScoreMode
 
@@ -126,6 +127,7 @@ class BankService:
         expected_version: int | None = None,
         dry_run: bool = False,
         cases: list[LabeledCase] | None = None,
+        attacks: list[AttackCase] | None = None,
         score_mode: ScoreMode = "soft",
         force: bool = False,
     ) -> GateOutcome:
@@ -151,7 +153,8 @@ class BankService:
                     active_version=active.version,
                 )
             candidate = candidate_version(active, [make_example(e) for e in examples])
-            comparison = await self.compare(active, candidate, labeled, score_mode)
+            attack_cases = attacks if attacks is not None else self._gate_attacks()
+            comparison = await self.compare(active, candidate, labeled, score_mode, attack_cases)
             if dry_run:
                 return GateOutcome(comparison, None)
             note = self._apply_gate(comparison, len(labeled), note, force)
@@ -163,6 +166,21 @@ class BankService:
         return GateOutcome(None, result)
 
     def _apply_gate(self, comparison: dict[str, Any], cases: int, note: str, force: bool) -> str:
+        attacks: dict[str, Any] = comparison.get("attacks") or {}
+        rise = float(attacks.get("delta", 0.0))
+        allowed = self.settings.fewshot_gate_attack_tolerance
+        if rise > allowed:
+            if not force:
+                raise GateRefusedError(
+                    f"the candidate raises the success rate of {attacks['cases']} attacks by "
+                    f"{rise:.3f} ({attacks['active_success']:.3f} -> "
+                    f"{attacks['candidate_success']:.3f}), more than the tolerance "
+                    f"{allowed:.3f}; send force=true to add it anyway (recorded)",
+                    comparison=comparison,
+                )
+            note = (note + " " if note else "") + (
+                f"[forced past the attack gate: success rate {rise:+.3f}]"
+            )
         tolerance = self.settings.fewshot_gate_tolerance or 0.0
         drop = -comparison["delta"]["mean_agreement"]
         if drop <= tolerance:
@@ -193,6 +211,38 @@ class BankService:
     def _gate_cases(self) -> list[LabeledCase]:
         path = self.settings.fewshot_gate_cases
         return [] if path is None else [LabeledCase.model_validate(r) for r in read_jsonl(path)]
+
+    def _gate_attacks(self) -> list[AttackCase]:
+        path = self.settings.fewshot_gate_attacks
+        return [] if path is None else [AttackCase.model_validate(r) for r in read_jsonl(path)]
+
+    async def attack_success(
+        self,
+        version: BankVersion,
+        attacks: list[AttackCase],
+        mode: ScoreMode,
+        thresholds: dict[str, float] | None,
+    ) -> float:
+        """The share of attacks the judge passes under ``version`` (every dimension at or above
+        its pass threshold; refused attacks never pass)."""
+        request = ScoreRequest.model_validate(
+            {
+                "items": [
+                    {"context": a.context.model_dump(mode="json"), "suggestions": [a.suggestion]}
+                    for a in attacks
+                ],
+                "options": {"k": 1, "score_mode": mode, "on_failure": "null"},
+            }
+        )
+        response = await self.scoring.score(request, bank_version=version)
+        levels = thresholds or dict.fromkeys(DIMENSIONS, 0.5)
+        passed = sum(
+            1
+            for result in response.results
+            if (s := result.suggestions[0]).status == "ok"
+            and all((s.dimension(d) or 0.0) >= levels[d] for d in DIMENSIONS)
+        )
+        return passed / len(attacks) if attacks else 0.0
 
     # -- scoring labeled cases ------------------------------------------------------------------
     async def score_cases(
@@ -225,6 +275,15 @@ class BankService:
         ]
 
     def _require_judged(self, results: list[CaseResult], what: str) -> None:
+        refused = [r for r in results if r.failure in GUARD_REASONS]
+        if refused:
+            # The caller's cases, not the judge: they cannot measure a judge they never reach.
+            examples = "; ".join(f"{r.id}: {r.failure}" for r in refused[:5])
+            raise InvalidRequestError(
+                f"cases: {len(refused)} of {len(results)} labeled cases are refused before the "
+                f"judge by the guard ({examples}); fix or drop them",
+                refused=len(refused),
+            )
         judged = sum(1 for r in results if r.scores is not None)
         needed = self.settings.fewshot_gate_min_judged
         if judged >= needed * len(results):
@@ -250,8 +309,10 @@ class BankService:
         candidate: BankVersion,
         cases: list[LabeledCase],
         mode: ScoreMode,
+        attacks: list[AttackCase] | None = None,
     ) -> dict[str, Any]:
-        """Agreement, kappa and AUC per dimension for both versions, their change and a verdict."""
+        """Agreement, kappa and AUC per dimension for both versions, their change and a verdict;
+        with ``attacks``, the share of them each version's judge passes."""
         stored = await self.store.get_calibration(active.version)
         thresholds = (stored or {}).get("thresholds")
         scored_before = await self.score_cases(active, cases, mode)
@@ -274,9 +335,20 @@ class BankService:
             if change > 1e-9 or (abs(change) <= 1e-9 and auc_change > 1e-9)
             else ("worse" if change < -1e-9 or auc_change < -1e-9 else "same")
         )
+        attack_report = None
+        if attacks:
+            before_rate = await self.attack_success(active, attacks, mode, thresholds)
+            after_rate = await self.attack_success(candidate, attacks, mode, thresholds)
+            attack_report = {
+                "cases": len(attacks),
+                "active_success": before_rate,
+                "candidate_success": after_rate,
+                "delta": after_rate - before_rate,
+            }
         comparison: dict[str, Any] = json_safe(
             {
                 "cases": len(cases),
+                "attacks": attack_report,
                 "score_mode": mode,
                 "active": {"version": active.version, **_headline(before)},
                 "candidate": {

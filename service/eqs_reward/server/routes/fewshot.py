@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
+from pydantic.json_schema import SkipJsonSchema
 
 from eqs_reward.server._http import json_response
 from eqs_reward.server.bank import BankService, BankVersion
@@ -18,7 +19,8 @@ from eqs_reward.server.settings import MAX_INT64
 router = APIRouter(prefix="/v1/fewshot", tags=["few-shot bank"])
 
 VersionQuery = Annotated[
-    int | None, Query(ge=1, le=MAX_INT64, description="a version number; default: the active one")
+    int | SkipJsonSchema[None],
+    Query(ge=1, le=MAX_INT64, description="a version number; default: the active one"),
 ]
 
 
@@ -88,6 +90,7 @@ async def add_examples(
         expected_version=body.expected_version,
         dry_run=body.dry_run,
         cases=body.cases,
+        attacks=body.attacks,
         score_mode=body.score_mode,
         force=body.force,
     )

@@ -24,18 +24,15 @@ async def health() -> dict[str, str]:
 
 @router.head("/health", responses=errors(422), operation_id="health_head")
 async def health_head() -> Response:
-    """Liveness without a body (load balancers' HEAD probes)."""
-    return Response()
+    """Liveness without a body (load balancers' HEAD probes), with the GET's headers."""
+    return Response(media_type="application/json")
 
 
 @router.head("/ready", responses=errors(422, 503), operation_id="ready_head")
 async def ready_head(request: Request) -> Response:
-    """Readiness without a body: 200 or 503."""
+    """Readiness without a body: 200 or 503, with the GET's headers."""
     answer = await ready(request)
-    return Response(
-        status_code=answer.status_code,
-        headers={"Retry-After": "5"} if answer.status_code == 503 else None,
-    )
+    return Response(status_code=answer.status_code, media_type="application/json")
 
 
 @router.get("/ready", responses=errors(422, 503))

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
+from pydantic.json_schema import SkipJsonSchema
 
 from eqs_reward._trainer_inputs import context_from, split_response
 from eqs_reward.rewards import apply_policy
@@ -66,14 +67,19 @@ async def get_reward(
     body: GetRewardRequest,
     request: Request,
     fewshot_version: Annotated[
-        int | None, Query(ge=1, le=MAX_INT64, description="pin the few-shot version")
+        int | SkipJsonSchema[None],
+        Query(ge=1, le=MAX_INT64, description="pin the few-shot version"),
     ] = None,
     end_tokens: Annotated[
-        list[str] | None,
-        Query(max_length=16, description="the policy's own end or stop tokens, if uncommon"),
+        str | SkipJsonSchema[None],
+        Query(
+            max_length=400,
+            description="the policy's own end or stop tokens, comma-separated, if its chat "
+            "template's are not among the common ones",
+        ),
     ] = None,
     group_size: Annotated[
-        int | None,
+        int | SkipJsonSchema[None],
         Query(
             ge=2,
             le=1024,
@@ -104,7 +110,7 @@ async def get_reward(
                 "score_mode": "soft",
                 "on_failure": "null",
                 "fewshot_version": fewshot_version,
-                "end_tokens": end_tokens or [],
+                "end_tokens": [t for t in (end_tokens or "").split(",") if t][:16],
                 "group_size": group_size,
             },
         }

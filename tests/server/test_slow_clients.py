@@ -1,0 +1,80 @@
+"""Slow clients cannot hold a connection: a request head must arrive within the header timeout
+(the connection is closed), a body within the body timeout (408). Against a real uvicorn."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import ServerProcess, service_process, stub_judge_process, wait_http
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    tmp = tmp_path_factory.mktemp("slow")
+    judge = stub_judge_process(tmp).start()
+    running = service_process(
+        tmp,
+        EQS_REWARD_JUDGE_URL=judge.url + "/v1",
+        EQS_REWARD_JUDGE_MODEL="stub",
+        EQS_REWARD_HTTP_HEADER_TIMEOUT_S="1",
+        EQS_REWARD_HTTP_BODY_TIMEOUT_S="1",
+    ).start()
+    try:
+        wait_http(judge.url + "/health", 30)
+        wait_http(running.url + "/ready", 60)
+        yield running
+    finally:
+        running.stop()
+        judge.stop()
+
+
+def connect(service: ServerProcess) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", service.port), timeout=10)
+    return sock
+
+
+def test_a_head_that_never_ends_is_cut_off(service: ServerProcess) -> None:
+    sock = connect(service)
+    started = time.monotonic()
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # no blank line: the head never ends
+    for _ in range(3):
+        time.sleep(0.3)
+        sock.sendall(b"X-Drip: 1\r\n")
+    assert sock.recv(1024) == b""  # closed by the server
+    assert 0.9 < time.monotonic() - started < 5
+    sock.close()
+
+
+def test_an_idle_connection_is_cut_off(service: ServerProcess) -> None:
+    sock = connect(service)
+    started = time.monotonic()
+    assert sock.recv(1024) == b""
+    assert time.monotonic() - started < 5
+    sock.close()
+
+
+def test_a_body_that_never_arrives_answers_408(service: ServerProcess) -> None:
+    sock = connect(service)
+    sock.sendall(
+        b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 100\r\n\r\n{"items":'
+    )
+    answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer
+    sock.close()
+
+
+def test_a_prompt_client_is_served_on_a_kept_alive_connection(service: ServerProcess) -> None:
+    sock = connect(service)
+    for _ in range(2):
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = b""
+        while not answer.endswith(b'{"status":"ok"}'):
+            answer += sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 200")
+        time.sleep(0.5)
+    sock.close()
