@@ -167,8 +167,13 @@ class RedisTier:
         return time.monotonic() >= self._down_until
 
     def _failed(self, op: str, exc: Exception) -> None:
-        self._down_until = time.monotonic() + self._cooldown
-        self._cooldown = min(self._cooldown * 2, 30.0)
+        now = time.monotonic()
+        # Only the first failure of an open period backs off further: operations already in
+        # flight when Redis went away fail together, and each doubling the cooldown once made a
+        # 1-second outage keep the tier off for 30 s.
+        if now >= self._down_until:
+            self._down_until = now + self._cooldown
+            self._cooldown = min(self._cooldown * 2, 30.0)
         if self.up:
             log.warning(
                 "redis cache unavailable (%s: %r); scoring on the in-process cache", op, exc
@@ -203,10 +208,9 @@ class RedisTier:
             if raw is None:
                 continue
             try:
-                a, f, i = (float(x) for x in raw.split(b","))
+                found[key] = tuple(float(x) for x in raw.split(b","))
             except ValueError:
                 continue
-            found[key] = (a, f, i)
         return found
 
     def put(self, key: str, scores: Scores) -> None:
@@ -233,8 +237,9 @@ class RedisTier:
         try:
             async with asyncio.timeout(self.timeout_s * 4):
                 pipe = self.redis.pipeline(transaction=False)
-                for key, (a, f, i) in batch.items():
-                    pipe.set(self.prefix + key, f"{a!r},{f!r},{i!r}", ex=self.ttl_s)
+                for key, scores in batch.items():
+                    text = ",".join(repr(float(x)) for x in scores)
+                    pipe.set(self.prefix + key, text, ex=self.ttl_s)
                 await pipe.execute()
         except Exception as exc:
             self._failed("set", exc)
