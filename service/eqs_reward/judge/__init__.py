@@ -22,9 +22,11 @@ from eqs_reward.judge._client import (
 )
 from eqs_reward.judge._prompt import (
     CONTROL_TOKEN,
+    QUALEQS_OUTPUT,
     VERDICT_KEYS,
     VERDICT_REGEX,
     JudgePrompt,
+    OutputSpec,
     PromptNotFoundError,
     escape_untrusted,
     render_context,
@@ -33,6 +35,7 @@ from eqs_reward.judge._selection import estimate_tokens, select_examples
 
 __all__ = [
     "CONTROL_TOKEN",
+    "QUALEQS_OUTPUT",
     "VERDICT_KEYS",
     "VERDICT_REGEX",
     "JudgeClient",
@@ -44,6 +47,7 @@ __all__ = [
     "JudgeServerError",
     "JudgeTimeoutError",
     "JudgeTransportError",
+    "OutputSpec",
     "PromptNotFoundError",
     "RetryPolicy",
     "Scores",

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -26,12 +25,10 @@ from tenacity import (
     stop_after_attempt,
 )
 
-from eqs_reward.judge._prompt import VERDICT_KEYS, VERDICT_REGEX
-from eqs_reward.types import DIMENSIONS, ScoreMode
+from eqs_reward.judge._prompt import QUALEQS_OUTPUT, OutputSpec
+from eqs_reward.types import ScoreMode
 
 OutputConstraint = Literal["regex", "json_schema", "none"]
-
-_VERDICT = re.compile(r'\{"a":([01]),"f":([01]),"i":([01])\}')
 
 
 class JudgeError(Exception):
@@ -78,9 +75,10 @@ class JudgeOutputError(JudgeError):
     reason = "unparseable"
 
 
-#: A suggestion's scores in ``DIMENSIONS`` order (answerability, factuality, information gain):
-#: the one shape they keep from the judge's answer through the cache to the response.
-Scores = tuple[float, float, float]
+#: A suggestion's scores in the order of the prompt's output keys (for the QualEQS judge,
+#: ``DIMENSIONS``: answerability, factuality, information gain): the one shape they keep from the
+#: judge's answer through the cache to the response.
+Scores = tuple[float, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +89,8 @@ class Verdict:
     raw: str = ""
     attempts: int = 1
 
-    def as_dict(self) -> dict[str, float]:
-        return dict(zip(DIMENSIONS, self.scores, strict=True))
+    def as_dict(self, output: OutputSpec = QUALEQS_OUTPUT) -> dict[str, float]:
+        return dict(zip(output.names, self.scores, strict=True))
 
 
 @dataclass(slots=True)
@@ -132,7 +130,12 @@ class JudgeClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    def request_body(self, messages: list[dict[str, str]], mode: ScoreMode) -> dict[str, Any]:
+    def request_body(
+        self,
+        messages: list[dict[str, str]],
+        mode: ScoreMode,
+        output: OutputSpec = QUALEQS_OUTPUT,
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
@@ -140,7 +143,7 @@ class JudgeClient:
             "max_tokens": self.max_tokens,
         }
         if self.output_constraint == "regex":
-            body["structured_outputs"] = {"regex": VERDICT_REGEX}
+            body["structured_outputs"] = {"regex": output.regex}
         elif self.output_constraint == "json_schema":
             digit = {"type": "integer", "enum": [0, 1]}
             body["response_format"] = {
@@ -150,8 +153,8 @@ class JudgeClient:
                     "strict": True,
                     "schema": {
                         "type": "object",
-                        "properties": {key: digit for key in VERDICT_KEYS},
-                        "required": list(VERDICT_KEYS),
+                        "properties": {key: digit for key, _ in output.keys},
+                        "required": [key for key, _ in output.keys],
                         "additionalProperties": False,
                     },
                 },
@@ -163,11 +166,16 @@ class JudgeClient:
             body["chat_template_kwargs"] = self.chat_template_kwargs
         return body
 
-    async def grade(self, messages: list[dict[str, str]], mode: ScoreMode) -> Verdict:
+    async def grade(
+        self,
+        messages: list[dict[str, str]],
+        mode: ScoreMode,
+        output: OutputSpec = QUALEQS_OUTPUT,
+    ) -> Verdict:
         """One judge call, no retries. Raises a ``JudgeError`` subclass on any failure."""
         try:
             response = await self._http.post(
-                "chat/completions", json=self.request_body(messages, mode)
+                "chat/completions", json=self.request_body(messages, mode, output)
             )
         except httpx.TimeoutException as exc:
             raise JudgeTimeoutError(f"judge timed out: {exc!r}") from exc
@@ -186,14 +194,13 @@ class JudgeClient:
         except ValueError as exc:
             raise JudgeOutputError("judge answer is not JSON") from exc
         content, logprobs = read_choice(body)
-        hard = parse_verdict(content)
-        named = soft_scores(content, logprobs, hard) if mode == "soft" else _hard_scores(hard)
-        scores: Scores = (
-            named["answerability"],
-            named["factuality"],
-            named["information_gain"],
+        hard = parse_verdict(content, output)
+        named = (
+            soft_scores(content, logprobs, hard, output)
+            if mode == "soft"
+            else _hard_scores(hard, output)
         )
-        return Verdict(scores, raw=content)
+        return Verdict(tuple(named[name] for name in output.names), raw=content)
 
     async def ping(self) -> None:
         """Raise ``JudgeError`` unless the judge lists its models (cheap readiness probe)."""
@@ -241,21 +248,21 @@ def _logprob(value: Any) -> float | None:
     return number
 
 
-def parse_verdict(content: str) -> dict[str, int]:
-    """Read ``{"a":0|1,"f":0|1,"i":0|1}``; tolerant of whitespace and of full dimension names
-    (for judges served without structured outputs)."""
+def parse_verdict(content: str, output: OutputSpec = QUALEQS_OUTPUT) -> dict[str, int]:
+    """Read the compact answer (``{"a":0|1,"f":0|1,"i":0|1}`` for the QualEQS judge); tolerant of
+    whitespace and of full signal names (for judges served without structured outputs)."""
     text = content.strip()
-    match = _VERDICT.fullmatch(text)
+    match = output.pattern.fullmatch(text)
     if match:
-        return dict(zip(VERDICT_KEYS, (int(g) for g in match.groups()), strict=True))
+        return {key: int(g) for (key, _), g in zip(output.keys, match.groups(), strict=True)}
     try:
         value = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise JudgeOutputError(f"judge output is not JSON: {text[:80]!r}") from exc
     if not isinstance(value, dict):
         raise JudgeOutputError(f"judge output is not an object: {text[:80]!r}")
     out: dict[str, int] = {}
-    for key, name in VERDICT_KEYS.items():
+    for key, name in output.keys:
         raw = value.get(key, value.get(name))
         if isinstance(raw, bool):
             raw = int(raw)
@@ -265,12 +272,16 @@ def parse_verdict(content: str) -> dict[str, int]:
     return out
 
 
-def _hard_scores(hard: dict[str, int]) -> dict[str, float]:
-    return {VERDICT_KEYS[key]: float(value) for key, value in hard.items()}
+def _hard_scores(hard: dict[str, int], output: OutputSpec = QUALEQS_OUTPUT) -> dict[str, float]:
+    names = dict(output.keys)
+    return {names[key]: float(value) for key, value in hard.items()}
 
 
 def soft_scores(
-    content: str, logprobs: list[dict[str, Any]], hard: dict[str, int]
+    content: str,
+    logprobs: list[dict[str, Any]],
+    hard: dict[str, int],
+    output: OutputSpec = QUALEQS_OUTPUT,
 ) -> dict[str, float]:
     """P(1) / (P(0) + P(1)) at each verdict digit, from the tokens' ``top_logprobs``.
 
@@ -278,11 +289,12 @@ def soft_scores(
     same token with that one character swapped (so merged tokens such as ``1,"`` still work).
     Where the alternatives are missing, the sampled digit stands (a hard 0 or 1).
     """
-    scores = _hard_scores(hard)
+    scores = _hard_scores(hard, output)
+    names = dict(output.keys)
     tokens = [str(entry.get("token", "")) for entry in logprobs]
     joined = "".join(tokens)
     # The tokens may carry more than the content (a trailing end-of-turn token, say).
-    match = _VERDICT.search(joined)
+    match = output.pattern.search(joined)
     if match is None:
         return scores
     starts: list[int] = []
@@ -290,7 +302,7 @@ def soft_scores(
     for token in tokens:
         starts.append(offset)
         offset += len(token)
-    for group, key in enumerate(VERDICT_KEYS, start=1):
+    for group, (key, _) in enumerate(output.keys, start=1):
         position = match.start(group)
         index = max(i for i, start in enumerate(starts) if start <= position)
         token, j = tokens[index], position - starts[index]
@@ -310,7 +322,7 @@ def soft_scores(
                 probability[text[j]] += math.exp(max(logprob, -1e4))
         total = probability["0"] + probability["1"]
         if total > 0:
-            scores[VERDICT_KEYS[key]] = probability["1"] / total
+            scores[names[key]] = probability["1"] / total
     return scores
 
 
@@ -336,6 +348,7 @@ async def grade_with_retries(
     mode: ScoreMode,
     policy: RetryPolicy,
     on_retry: Callable[[JudgeError], None] | None = None,
+    output: OutputSpec = QUALEQS_OUTPUT,
 ) -> Verdict:
     """Grade with retries on transport errors, timeouts, 5xx, 429 and unreadable output.
 
@@ -360,6 +373,6 @@ async def grade_with_retries(
     async for attempt in retrying:
         with attempt:
             attempt_number = attempt.retry_state.attempt_number
-            verdict = await client.grade(messages, mode)
+            verdict = await client.grade(messages, mode, output)
             return Verdict(verdict.scores, raw=verdict.raw, attempts=attempt_number)
     raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover

@@ -23,11 +23,43 @@ from eqs_reward.judge.cases import Context, Example
 
 _VERSION_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
-# Output grammar: a compact, whitespace-free JSON object with short keys. A json_schema
-# response_format leaves whitespace free and small models were measured looping on spaces until
-# max_tokens; this regex answers in a handful of tokens. The keys map to the dimensions.
-VERDICT_KEYS: dict[str, str] = {"a": "answerability", "f": "factuality", "i": "information_gain"}
-VERDICT_REGEX = r'\{"a":[01],"f":[01],"i":[01]\}'
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """The answer a prompt asks for: a compact, whitespace-free JSON object of 0/1 digits under
+    short keys, each naming a signal (``{"a":1,"f":0,"i":1}``). A json_schema response_format
+    leaves whitespace free and small models were measured looping on spaces until max_tokens;
+    the regex grammar answers in a handful of tokens, and soft scores read each digit's
+    logprobs."""
+
+    keys: tuple[tuple[str, str], ...]  # (short key, signal name), in answer order
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for _, name in self.keys)
+
+    @property
+    def regex(self) -> str:
+        """The grammar for vLLM's structured_outputs."""
+        return r"\{" + ",".join(f'"{key}":[01]' for key, _ in self.keys) + r"\}"
+
+    @property
+    def pattern(self) -> re.Pattern[str]:
+        """The answer with one group per digit."""
+        return re.compile(r"\{" + ",".join(f'"{key}":([01])' for key, _ in self.keys) + r"\}")
+
+    def render(self, values: Sequence[int]) -> str:
+        """An answer, as a few-shot example's assistant turn shows it."""
+        digits = ",".join(f'"{key}":{v}' for (key, _), v in zip(self.keys, values, strict=True))
+        return "{" + digits + "}"
+
+
+#: The QualEQS judge's answer: answerability, factuality, information gain.
+QUALEQS_OUTPUT = OutputSpec(
+    (("a", "answerability"), ("f", "factuality"), ("i", "information_gain"))
+)
+VERDICT_KEYS: dict[str, str] = dict(QUALEQS_OUTPUT.keys)
+VERDICT_REGEX = QUALEQS_OUTPUT.regex
 
 # Chat-template control tokens of common model families, refused in suggestions before the judge.
 CONTROL_TOKEN = re.compile(
@@ -63,7 +95,7 @@ class JudgePrompt:
     version: str
     system: str
     user: Template
-    answer: Template
+    output: OutputSpec = QUALEQS_OUTPUT
 
     @classmethod
     def load(cls, folder: Path, version: str) -> JudgePrompt:
@@ -75,11 +107,10 @@ class JudgePrompt:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
         if data.get("id") != version:
             raise PromptNotFoundError(f"{path}: id {data.get('id')!r} does not match file name")
+        keys = data.get("output", {}).get("keys")
+        output = OutputSpec(tuple(keys.items())) if keys else QUALEQS_OUTPUT
         return cls(
-            version=version,
-            system=data["system"],
-            user=Template(data["user"]),
-            answer=Template(data["answer"]),
+            version=version, system=data["system"], user=Template(data["user"]), output=output
         )
 
     def case_message(self, context: Context, suggestion: str) -> str:
@@ -96,14 +127,8 @@ class JudgePrompt:
             out.append(
                 {"role": "user", "content": self.case_message(example.context, example.suggestion)}
             )
-            labels = example.labels
-            out.append(
-                {
-                    "role": "assistant",
-                    "content": self.answer.substitute(
-                        a=labels.answerability, f=labels.factuality, i=labels.information_gain
-                    ),
-                }
-            )
+            labels = example.labels.model_dump()
+            values = [labels[name] for name in self.output.names]
+            out.append({"role": "assistant", "content": self.output.render(values)})
         out.append({"role": "user", "content": self.case_message(context, suggestion)})
         return out

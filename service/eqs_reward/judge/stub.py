@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 _SUGGESTION = re.compile(r"<suggestion>(.*)</suggestion>\s*$", re.DOTALL)
+_KEYS = re.compile(r'"(\w+)":\[01\]')
 
 
 @dataclass
@@ -34,6 +35,7 @@ class StubBehaviour:
     fail_status: int = 500
     garbage_next: int = 0  # answer the next N calls with unparseable content
     fail_pattern: str = ""  # answer fail_status for every suggestion containing this text
+    fail_keys: str = ""  # answer fail_status to every call asking for these keys ("t": shopper)
     delay_s: float = 0.0  # sleep before answering
     p_one: float = 0.9  # soft mode: probability put on the chosen digit
     follow_examples: bool = False  # answer like a few-shot example showing the same suggestion
@@ -46,6 +48,13 @@ class StubJudge:
     suggestions: list[str] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
     keep_requests: bool = False
+
+    @staticmethod
+    def tap(suggestion: str) -> dict[str, int]:
+        """Shopper rule: a question with a number or a brand-like capital word gets tapped."""
+        words = suggestion.split()
+        concrete = any(ch.isdigit() for ch in suggestion) or any(w[:1].isupper() for w in words[1:])
+        return {"t": 1 if suggestion.strip().endswith("?") and concrete else 0}
 
     @staticmethod
     def verdict(suggestion: str) -> dict[str, int]:
@@ -72,10 +81,16 @@ class StubJudge:
         suggestion = json.loads(match.group(1).replace("\\u003c", "<")) if match else last
         if b.fail_pattern and b.fail_pattern in suggestion:
             return JSONResponse({"error": {"message": "stub failure"}}, status_code=b.fail_status)
+        keys = _KEYS.findall((body.get("structured_outputs") or {}).get("regex", "")) or ["a"]
+        if b.fail_keys and "".join(keys) == b.fail_keys:
+            return JSONResponse({"error": {"message": "stub failure"}}, status_code=b.fail_status)
         self.suggestions.append(suggestion)
-        verdict = self.verdict(suggestion)
-        if b.follow_examples:
-            verdict = self.from_examples(body["messages"], suggestion) or verdict
+        if keys == ["t"]:  # the simulated shopper: would I tap it?
+            verdict = self.tap(suggestion)
+        else:
+            verdict = self.verdict(suggestion)
+            if b.follow_examples:
+                verdict = self.from_examples(body["messages"], suggestion) or verdict
         content = json.dumps(verdict, separators=(",", ":"))
         if b.garbage_next > 0:
             b.garbage_next -= 1
