@@ -9,7 +9,7 @@ suggestion of every response, and ``dataclasses.asdict`` deep-copies recursively
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast, get_args
 
@@ -60,6 +60,10 @@ def _float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
+def _signals(raw: Any) -> dict[str, float | None] | None:
+    return None if raw is None else {str(k): _float(v) for k, v in raw.items()}
+
+
 @dataclass(frozen=True, slots=True)
 class SuggestionScore:
     """One suggestion's scores. Dimensions and reward are null when the judge failed (or 0 with
@@ -73,6 +77,9 @@ class SuggestionScore:
     information_gain: float | None = None
     reward: float | None = None
     reason: str | None = None
+    #: Every signal of the recipe's heads, ``{"<head>.<signal>": value}`` (null where a head
+    #: failed; empty for a refused suggestion). None only from a server older than recipes.
+    signals: dict[str, float | None] | None = None
 
     def dimension(self, name: str) -> float | None:
         value: float | None = getattr(self, name)
@@ -88,6 +95,7 @@ class SuggestionScore:
             "information_gain": self.information_gain,
             "reward": self.reward,
             "reason": self.reason,
+            "signals": self.signals,
         }
 
     @classmethod
@@ -101,6 +109,7 @@ class SuggestionScore:
             information_gain=_float(raw.get("information_gain")),
             reward=_float(raw.get("reward")),
             reason=raw.get("reason"),
+            signals=_signals(raw.get("signals")),
         )
 
 
@@ -120,6 +129,9 @@ class ItemResult:
     #: its group, ``{"mean": float | None, "seen": int, "judged": int}``; ``mean`` is the reward
     #: that makes it neutral (the mean of its judged siblings).
     group: dict[str, Any] | None = None
+    #: The recipe's set-level signals (``{"exclusivity.diversity": 0.8}``); empty when its heads
+    #: give none, None only from a server older than recipes.
+    set_signals: dict[str, float | None] | None = None
 
     @property
     def neutral_reward(self) -> float | None:
@@ -134,6 +146,22 @@ class ItemResult:
         values = [v for s in self.suggestions if (v := s.dimension(dimension)) is not None]
         return sum(values) / len(values) if values else None
 
+    def signal_means(self, names: Sequence[str] | None = None) -> dict[str, float | None]:
+        """Every signal of the result: suggestion signals averaged over the suggestions that have
+        them, set signals as they are (None where there is none). ``names`` (the recipe's, from
+        ``ScoreMeta.recipe``) fixes the keys, so every result of a run logs the same ones."""
+        if names is None:
+            found = (n for s in self.suggestions for n in (s.signals or {}))
+            names = [*dict.fromkeys(found), *(self.set_signals or {})]
+        out: dict[str, float | None] = {}
+        for name in names:
+            if self.set_signals and name in self.set_signals:
+                out[name] = self.set_signals[name]
+                continue
+            values = [v for s in self.suggestions if (v := (s.signals or {}).get(name)) is not None]
+            out[name] = sum(values) / len(values) if values else None
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "id": self.id,
@@ -143,6 +171,7 @@ class ItemResult:
             "reward": self.reward,
             "disagreement": self.disagreement,
             "suggestions": [s.to_dict() for s in self.suggestions],
+            "set_signals": self.set_signals,
         }
         if self.group is not None:
             out["group"] = self.group
@@ -159,6 +188,7 @@ class ItemResult:
             disagreement=_float(raw.get("disagreement")),
             suggestions=tuple(SuggestionScore.from_dict(s) for s in raw["suggestions"]),
             group=raw.get("group"),
+            set_signals=_signals(raw.get("set_signals")),
         )
 
 
@@ -170,6 +200,9 @@ class ScoreMeta:
     prompt_version: str
     fewshot_version: int
     score_mode: ScoreMode
+    #: The recipe the rewards were combined with, ``{"id": "qualeqs", "version": 1}`` (None only
+    #: from a server older than recipes).
+    recipe: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -177,6 +210,7 @@ class ScoreMeta:
             "prompt_version": self.prompt_version,
             "fewshot_version": self.fewshot_version,
             "score_mode": self.score_mode,
+            "recipe": self.recipe,
         }
 
     @classmethod
@@ -186,6 +220,7 @@ class ScoreMeta:
             prompt_version=str(raw["prompt_version"]),
             fewshot_version=int(raw["fewshot_version"]),
             score_mode=raw["score_mode"],
+            recipe=raw.get("recipe"),
         )
 
 
@@ -195,6 +230,19 @@ class ScoreResponse:
 
     results: tuple[ItemResult, ...]
     meta: ScoreMeta
+
+    @property
+    def signal_names(self) -> list[str]:
+        """The recipe's suggestion and set signals, in order (what every result can report)."""
+        recipe = self.meta.recipe or {}
+        return [*recipe.get("signals", ()), *recipe.get("set_signals", ())]
+
+    def signal_logs(self) -> dict[str, list[float | None]]:
+        """One column per signal of the recipe (per result: see ``ItemResult.signal_means``),
+        the same columns for every result: what the trainer adapters log."""
+        names = self.signal_names
+        means = [r.signal_means(names) for r in self.results]
+        return {name: [m[name] for m in means] for name in names}
 
     def to_dict(self) -> dict[str, Any]:
         return {"results": [r.to_dict() for r in self.results], "meta": self.meta.to_dict()}

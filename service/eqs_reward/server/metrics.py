@@ -99,6 +99,27 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.head_duration = Histogram(
+            "eqs_reward_head_duration_seconds",
+            "Latency of one reward head's work, by head: an LLM head's call with its retries "
+            "(judge, shopper), the exclusivity head's embedding of a request's sets.",
+            ["head"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.head_failures = Counter(
+            "eqs_reward_head_failures_total",
+            "Reward head calls that gave up, by head and reason (their suggestions are failed).",
+            ["head", "reason"],
+            registry=r,
+        )
+        self.head_signal = Histogram(
+            "eqs_reward_head_signal",
+            "Reward head signals of judged suggestions and sets, by signal (head.name).",
+            ["signal"],
+            buckets=UNIT_BUCKETS,
+            registry=r,
+        )
         self.judge_in_flight = Gauge(
             "eqs_reward_judge_calls_in_flight",
             "Judge calls running now (bounded by the judge concurrency setting).",
@@ -158,7 +179,8 @@ class Metrics:
         )
         self.reward = Histogram(
             "eqs_reward_score_suggestion_reward",
-            "Suggestion rewards (product of the three dimensions) of judged suggestions.",
+            "Suggestion rewards r(s) of judged suggestions (under the default recipe the product "
+            "of the three dimensions).",
             buckets=UNIT_BUCKETS,
             registry=r,
         )

@@ -95,6 +95,13 @@ class ScoreOptions(BaseModel):
         le=300,
         description="with group_size: how long a failed item may wait for its siblings' rewards",
     )
+    recipe: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="the recipe combining the reward heads (GET /v1/recipes); null: the "
+        "server's default (QualEQS)",
+    )
     end_tokens: list[Text] = Field(
         default_factory=list,
         max_length=16,

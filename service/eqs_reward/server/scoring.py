@@ -1,12 +1,18 @@
-"""The scoring service: guards, cache, single-flight, bounded judge calls, rewards.
+"""The scoring service: guards, reward heads, cache, single-flight, bounded judge calls, rewards.
 
 ``ScoringService.score`` is the plain entry point every caller uses: the ``/v1/score`` and
 ``/get_reward`` routes (which apply size limits and admission first), and the bank's gate and
-calibration (batches of any size). Flow for one suggestion: the deterministic guard (once) ->
-in-process cache -> one Redis MGET for the rest -> a call already in flight for the same key ->
-the judge (bounded concurrency, retries). A judge failure of any kind becomes a ``failed``
+calibration (batches of any size). The request's recipe (``eqs_reward.server.recipes``) says
+which heads run. Flow for one suggestion and LLM head (the judge, the simulated shopper): the
+deterministic guard (once) -> in-process cache -> one Redis MGET for the rest -> a call already
+in flight for the same key -> the judge endpoint (bounded concurrency, retries). The exclusivity
+head embeds each set once, beside those calls. A head failure of any kind becomes a ``failed``
 suggestion, never an exception out of ``score``; failures are never cached. The whole request
 shares one deadline; judge calls that outlive it still fill the cache.
+
+A cache key carries the judge model, the head's prompt version, the guard version, the recipe and
+its version, the few-shot version (the judge head only), the score mode and the case: bumping a
+recipe's version re-scores exactly what was computed under that recipe.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from eqs_reward.judge import (
     JudgeClient,
@@ -33,19 +40,25 @@ from eqs_reward.rewards import (
     format_problem,
     normalise_text,
     parse_completion,
-    set_reward,
-    suggestion_reward,
 )
 from eqs_reward.server.bank._stores import BankVersion, FewshotBank, VersionNotFoundError
 from eqs_reward.server.cache import LRUCache, RedisTier, SingleFlight, score_key
 from eqs_reward.server.errors import InvalidRequestError
 from eqs_reward.server.groups import GroupMemory
 from eqs_reward.server.guard import Guard
+from eqs_reward.server.heads import (
+    Embedder,
+    ExclusivityHead,
+    LLMHead,
+    OpenAIEmbedder,
+    WordLlamaEmbedder,
+    context_texts,
+)
 from eqs_reward.server.metrics import Metrics
+from eqs_reward.server.recipes import HEAD_SIGNALS, Recipe, RecipeError, load_recipes
 from eqs_reward.server.schemas import ScoreItem, ScoreOptions, ScoreRequest
 from eqs_reward.server.settings import Settings
 from eqs_reward.types import (
-    DIMENSIONS,
     ItemResult,
     OnFailure,
     ResultStatus,
@@ -90,11 +103,11 @@ class RateMeter:
 
 @dataclass(slots=True)
 class _Slot:
-    """One suggestion on its way through a request: refused (``reason``) or keyed."""
+    """One suggestion on its way through a request: refused (``reason``) or keyed per LLM head."""
 
     text: str
     reason: str | None
-    key: str | None
+    keys: dict[str, str]
 
 
 @dataclass(slots=True)
@@ -103,6 +116,27 @@ class _Item:
     problem: str | None
     slots: list[_Slot]
     group_key: str
+    context: Context
+
+
+@dataclass(frozen=True, slots=True)
+class _Case:
+    head: LLMHead
+    context: Context
+    suggestion: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A recipe with its heads built: the LLM heads in call order, and the exclusivity head."""
+
+    recipe: Recipe
+    llm_heads: tuple[LLMHead, ...]
+    exclusivity: ExclusivityHead | None
+
+
+#: Per item: the exclusivity head's per-suggestion and set signals, or a failure reason.
+_Exclusive = tuple[list[dict[str, float]], dict[str, float]] | str
 
 
 @dataclass(slots=True)
@@ -124,6 +158,8 @@ class ScoringService:
         metrics: Metrics,
         redis: RedisTier | None = None,
         guard: Guard | None = None,
+        recipes: dict[str, Recipe] | None = None,
+        embedder: Embedder | None = None,
     ) -> None:
         self.settings = settings
         self.guard = guard or Guard.load(
@@ -147,6 +183,70 @@ class ScoringService:
         self._waiting = 0
         self._prefix: dict[str, list[dict[str, str]]] = {}
         self.groups = GroupMemory()
+        self.recipes = recipes or load_recipes(settings.prompts_path / "recipes")
+        if settings.default_recipe not in self.recipes:
+            raise RecipeError(
+                f"EQS_REWARD_DEFAULT_RECIPE={settings.default_recipe!r}: no such recipe "
+                f"(known: {sorted(self.recipes)})"
+            )
+        self._embedder = embedder
+        self.plans = {name: self._plan(recipe) for name, recipe in self.recipes.items()}
+
+    # -- 0. recipes and heads -------------------------------------------------------------------
+    @property
+    def embedder(self) -> Embedder:
+        """The exclusivity head's embedder, made on first use (wordllama loads in about 0.1 s)."""
+        if self._embedder is None:
+            s = self.settings
+            if s.embeddings_url:
+                self._embedder = OpenAIEmbedder(
+                    s.embeddings_url,
+                    s.embeddings_model,
+                    api_key=s.embeddings_api_key,
+                    timeout_s=s.embeddings_timeout_s,
+                )
+            else:
+                self._embedder = WordLlamaEmbedder()
+        return self._embedder
+
+    def _plan(self, recipe: Recipe) -> _Plan:
+        llm: list[LLMHead] = []
+        exclusivity = None
+        for name, head_settings in recipe.heads.items():
+            if name == "judge":
+                llm.append(LLMHead("judge", self.prompt, uses_bank=True))
+            elif name == "shopper":
+                prompt = JudgePrompt.load(
+                    self.settings.prompts_path, head_settings.get("prompt", "shopper-v1")
+                )
+                if prompt.output.names != HEAD_SIGNALS["shopper"]:
+                    raise RecipeError(
+                        f"recipe {recipe.key}: prompt {prompt.version} answers "
+                        f"{prompt.output.names}, the shopper head needs {HEAD_SIGNALS['shopper']}"
+                    )
+                llm.append(LLMHead("shopper", prompt, uses_bank=False))
+            elif name == "exclusivity":
+                try:
+                    exclusivity = ExclusivityHead(
+                        _LazyEmbedder(self),
+                        low=float(head_settings.get("low", ExclusivityHead.LOW)),
+                        high=float(head_settings.get("high", ExclusivityHead.HIGH)),
+                    )
+                except ValueError as exc:
+                    raise RecipeError(f"recipe {recipe.key}: exclusivity: {exc}") from exc
+        if "judge" in recipe.heads and self.prompt.output.names != HEAD_SIGNALS["judge"]:
+            raise RecipeError(f"prompt {self.prompt.version} does not answer the judge's signals")
+        return _Plan(recipe, tuple(llm), exclusivity)
+
+    def resolve_recipe(self, name: str | None) -> _Plan:
+        """The plan of a named recipe, or of the default one (422 for an unknown name)."""
+        plan = self.plans.get(name or self.settings.default_recipe)
+        if plan is None:
+            raise InvalidRequestError(
+                f"options.recipe: no recipe {name!r} (known: {', '.join(sorted(self.plans))}); "
+                "GET /v1/recipes lists them"
+            )
+        return plan
 
     async def resolve_version(self, pinned: int | None) -> BankVersion:
         """The active bank version, or a pinned one (422 when it does not exist)."""
@@ -173,22 +273,32 @@ class ScoringService:
         started = time.monotonic()
         deadline = started + self.settings.request_deadline_s
         options = request.options
+        plan = self.resolve_recipe(options.recipe)
         if bank_version is None:
             bank_version = await self.resolve_version(options.fewshot_version)
-        cases: dict[str, tuple[Context, str]] = {}
-        items = [self._prepare(item, options, bank_version, cases) for item in request.items]
+        cases: dict[str, _Case] = {}
+        items = [self._prepare(item, options, plan, bank_version, cases) for item in request.items]
         outcomes = await self._lookup(cases) if options.cache else {}
         missing = [key for key in cases if key not in outcomes]
+        if missing and admit is not None:
+            admit(sum(1 for key in missing if key not in self.inflight))
+        exclusive = (
+            asyncio.ensure_future(self._exclusivity(plan.exclusivity, items, deadline))
+            if plan.exclusivity is not None
+            else None
+        )
         if missing:
-            if admit is not None:
-                admit(sum(1 for key in missing if key not in self.inflight))
             calls = {
-                key: self._start_call(key, bank_version, *cases[key], options.score_mode)
+                key: self._start_call(key, bank_version, cases[key], options.score_mode)
                 for key in missing
             }
             outcomes.update(await self._wait_calls(calls, deadline))
+        sets = await exclusive if exclusive is not None else [None] * len(items)
         self.metrics.cache_entries.set(len(self.cache))
-        results = [self._result(item, outcomes, options.on_failure) for item in items]
+        results = [
+            self._result(plan, item, outcomes, excl, options.on_failure)
+            for item, excl in zip(items, sets, strict=True)
+        ]
         if options.group_size is not None:
             results = await self._fill_groups(items, results, options, started, deadline)
         return ScoreResponse(
@@ -198,6 +308,12 @@ class ScoringService:
                 prompt_version=self.prompt.version,
                 fewshot_version=bank_version.version,
                 score_mode=options.score_mode,
+                recipe={
+                    "id": plan.recipe.id,
+                    "version": plan.recipe.version,
+                    "signals": list(plan.recipe.signals),
+                    "set_signals": list(plan.recipe.set_signals),
+                },
             ),
         )
 
@@ -206,8 +322,9 @@ class ScoringService:
         self,
         item: ScoreItem,
         options: ScoreOptions,
+        plan: _Plan,
         bank_version: BankVersion,
-        cases: dict[str, tuple[Context, str]],
+        cases: dict[str, _Case],
     ) -> _Item:
         if item.completion is not None:
             parsed = parse_completion(item.completion, options.end_tokens)
@@ -224,35 +341,38 @@ class ScoringService:
         limit = self.settings.max_suggestions_per_item
         for index, text in enumerate(texts):
             if index >= limit and item.completion is not None:
-                slots.append(_Slot(text, "too_many", None))
+                slots.append(_Slot(text, "too_many", {}))
                 continue
             reason = self.guard.reason(text)
             if reason is not None:
-                slots.append(_Slot(text, reason, None))
+                slots.append(_Slot(text, reason, {}))
                 continue
             suggestion = normalise_text(text)
-            key = score_key(
-                judge_model=self.judge.model,
-                prompt_version=f"{self.prompt.version}+{self.guard.version}",
-                fewshot_version=bank_version.cache_id,
-                score_mode=options.score_mode,
-                context=context,
-                suggestion=suggestion,
-            )
-            cases.setdefault(key, (context, suggestion))
-            slots.append(_Slot(text, None, key))
+            keys = {}
+            for head in plan.llm_heads:
+                key = score_key(
+                    judge_model=self.judge.model,
+                    prompt_version=f"{head.version}+{self.guard.version}+{plan.recipe.key}",
+                    fewshot_version=bank_version.cache_id if head.uses_bank else "-",
+                    score_mode=options.score_mode,
+                    context=context,
+                    suggestion=suggestion,
+                )
+                cases.setdefault(key, _Case(head, context, suggestion))
+                keys[head.name] = key
+            slots.append(_Slot(text, None, keys))
         group_key = score_key(
             judge_model=self.judge.model,
-            prompt_version=self.prompt.version,
+            prompt_version=f"{self.prompt.version}+{plan.recipe.key}",
             fewshot_version=bank_version.cache_id,
             score_mode=f"{options.score_mode}/k={options.k}",
             context=context,
             suggestion="",
         )
-        return _Item(item, problem, slots, group_key)
+        return _Item(item, problem, slots, group_key, context)
 
     # -- 2. cache tiers -------------------------------------------------------------------------
-    async def _lookup(self, cases: dict[str, tuple[Context, str]]) -> dict[str, _Outcome]:
+    async def _lookup(self, cases: dict[str, _Case]) -> dict[str, _Outcome]:
         found: dict[str, _Outcome] = {}
         for key in cases:
             scores = self.cache.get(key)
@@ -272,17 +392,12 @@ class ScoringService:
 
     # -- 3. the judge ---------------------------------------------------------------------------
     def _start_call(
-        self,
-        key: str,
-        bank_version: BankVersion,
-        context: Context,
-        suggestion: str,
-        mode: ScoreMode,
+        self, key: str, bank_version: BankVersion, case: _Case, mode: ScoreMode
     ) -> tuple[asyncio.Task[Scores], bool]:
         """The judge call for ``key``: one already in flight (shared), or one started now and
         counted in the backlog at once (admission reads it; the call's end releases it)."""
         task, started = self.inflight.start(
-            key, lambda: self._call_judge(bank_version, key, context, suggestion, mode)
+            key, lambda: self._call_judge(bank_version, key, case, mode)
         )
         if started:
             self.backlog += 1
@@ -325,28 +440,31 @@ class ScoringService:
             self.metrics.cache_hits.labels("inflight").inc()
         return _Outcome(scores, shared)
 
-    def _prefix_messages(self, bank_version: BankVersion) -> list[dict[str, str]]:
-        prefix = self._prefix.get(bank_version.cache_id)
+    def _prefix_messages(self, head: LLMHead, bank_version: BankVersion) -> list[dict[str, str]]:
+        """The head's system prompt and (for the judge) the bank's examples: the same prefix for
+        every call of a head and version, so vLLM's prefix cache serves it."""
+        cache_id = f"{head.version}/{bank_version.cache_id if head.uses_bank else '-'}"
+        prefix = self._prefix.get(cache_id)
         if prefix is None:
             probe = Context.model_construct(query="-", history=[], profile=None, intent=None)
-            examples = select_examples(bank_version.examples, self.settings.fewshot_token_budget)
-            prefix = self.prompt.messages(examples, probe, "-")[:-1]
+            examples = (
+                select_examples(bank_version.examples, self.settings.fewshot_token_budget)
+                if head.uses_bank
+                else []
+            )
+            prefix = head.prompt.messages(examples, probe, "-")[:-1]
             if len(self._prefix) > 16:
                 self._prefix.clear()
-            self._prefix[bank_version.cache_id] = prefix
+            self._prefix[cache_id] = prefix
         return prefix
 
     async def _call_judge(
-        self,
-        bank_version: BankVersion,
-        key: str,
-        context: Context,
-        suggestion: str,
-        mode: ScoreMode,
+        self, bank_version: BankVersion, key: str, case: _Case, mode: ScoreMode
     ) -> Scores:
+        head = case.head
         messages = [
-            *self._prefix_messages(bank_version),
-            {"role": "user", "content": self.prompt.case_message(context, suggestion)},
+            *self._prefix_messages(head, bank_version),
+            {"role": "user", "content": head.prompt.case_message(case.context, case.suggestion)},
         ]
         m = self.metrics
         self._waiting += 1
@@ -366,16 +484,19 @@ class ScoringService:
 
         try:
             verdict = await grade_with_retries(
-                self.judge, messages, mode, self.retry_policy, on_retry
+                self.judge, messages, mode, self.retry_policy, on_retry, head.prompt.output
             )
         except JudgeError as exc:
             m.judge_attempt_errors.labels(exc.reason).inc()
             # A call that gave up on unreadable answers is told apart from an unreachable judge.
             m.judge_calls.labels("unparseable" if exc.reason == "unparseable" else "failed").inc()
-            log.warning("judge call failed after retries (%s): %s", exc.reason, exc)
+            m.head_failures.labels(head.name, exc.reason).inc()
+            log.warning("%s call failed after retries (%s): %s", head.name, exc.reason, exc)
             raise
         finally:
-            m.judge_latency.observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            m.judge_latency.observe(elapsed)
+            m.head_duration.labels(head.name).observe(elapsed)
             m.judge_in_flight.dec()
             self._slots.release()
         m.judge_calls.labels("ok" if verdict.attempts == 1 else "retried").inc()
@@ -384,6 +505,35 @@ class ScoringService:
         if self.redis is not None:
             self.redis.put(key, verdict.scores)
         return verdict.scores
+
+    async def _exclusivity(
+        self, head: ExclusivityHead, items: list[_Item], deadline: float
+    ) -> list[_Exclusive]:
+        """The exclusivity head over every item at once (one embedding batch); on any failure
+        every item gets the reason instead (its suggestions fail, flagged, nothing cached)."""
+        limit = self.settings.max_suggestions_per_item
+        batch = [
+            (
+                context_texts(item.context),
+                [normalise_text(slot.text) for slot in item.slots[:limit]],
+            )
+            for item in items
+        ]
+        m = self.metrics
+        started = time.perf_counter()
+        reason: str
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                return list(await head.score(batch))
+        except TimeoutError:
+            reason = "deadline"
+        except Exception as exc:  # an embedder fault costs these suggestions, not the request
+            log.warning("exclusivity head failed: %r", exc)
+            reason = "embedding"
+        finally:
+            m.head_duration.labels("exclusivity").observe(time.perf_counter() - started)
+        m.head_failures.labels("exclusivity", reason).inc()
+        return [reason] * len(items)
 
     # -- 4. groups of samples sent one at a time ------------------------------------------------
     async def _fill_groups(
@@ -416,46 +566,64 @@ class ScoringService:
 
     # -- 5. results -----------------------------------------------------------------------------
     def _result(
-        self, prepared: _Item, outcomes: dict[str, _Outcome], on_failure: OnFailure
+        self,
+        plan: _Plan,
+        prepared: _Item,
+        outcomes: dict[str, _Outcome],
+        exclusive: _Exclusive | None,
+        on_failure: OnFailure,
     ) -> ItemResult:
         m = self.metrics
+        recipe = plan.recipe
+        names = recipe.signals
         suggestions: list[SuggestionScore] = []
         rewards: list[float] = []
+        rows: list[dict[str, float]] = []  # what the set expression aggregates over
         failed = 0
         zero = 0.0 if on_failure == "zero" else None
-        for slot in prepared.slots:
-            if slot.key is None:
+        nothing = dict.fromkeys(names, 0.0)  # a refused (or zeroed) suggestion's row
+        for index, slot in enumerate(prepared.slots):
+            if not slot.keys:
                 reason = slot.reason or "rejected"
                 suggestions.append(
-                    SuggestionScore(slot.text, "rejected", reward=0.0, reason=reason)
+                    SuggestionScore(slot.text, "rejected", reward=0.0, reason=reason, signals={})
                 )
                 rewards.append(0.0)
+                rows.append({**nothing, "reward": 0.0})
                 m.suggestions.labels("rejected").inc()
                 m.failures.labels(reason).inc()
                 m.guard_refusals.labels(reason).inc()
                 continue
-            outcome = outcomes[slot.key]
-            if outcome.scores is None:
+            signals, cached, failure = self._signals(plan, slot, outcomes, exclusive, index)
+            if failure is not None:
                 failed += 1
                 suggestions.append(
                     SuggestionScore(
-                        slot.text, "failed", False, zero, zero, zero, zero, outcome.failure
+                        slot.text, "failed", False, zero, zero, zero, zero, failure, signals
                     )
                 )
                 if zero is not None:
                     rewards.append(zero)
+                    rows.append({**nothing, "reward": zero})
                 m.suggestions.labels("failed").inc()
-                m.failures.labels(outcome.failure or "unknown").inc()
+                m.failures.labels(failure).inc()
                 continue
-            a, f, i = outcome.scores
-            reward = suggestion_reward(a, f, i)
-            suggestions.append(SuggestionScore(slot.text, "ok", outcome.cached, a, f, i, reward))
+            values = {name: value for name, value in signals.items() if value is not None}
+            reward = recipe.suggestion_reward(values)
+            a, f, i = (signals.get(f"judge.{d}") for d in HEAD_SIGNALS["judge"])
+            suggestions.append(
+                SuggestionScore(slot.text, "ok", cached, a, f, i, reward, signals=signals)
+            )
             rewards.append(reward)
+            rows.append({**values, "reward": reward})
             m.suggestions.labels("ok").inc()
             m.reward.observe(reward)
-            for dimension, value in zip(DIMENSIONS, outcome.scores, strict=True):
-                m.dimension.labels(dimension).observe(value)
+            for name, value in values.items():
+                m.head_signal.labels(name).observe(value)
+                if name.startswith("judge."):
+                    m.dimension.labels(name[len("judge.") :]).observe(value)
 
+        set_signals = self._set_signals(plan, suggestions, exclusive, on_failure)
         status: ResultStatus = (
             "ok" if failed == 0 else ("failed" if failed == len(prepared.slots) else "partial")
         )
@@ -464,10 +632,13 @@ class ScoringService:
         r_q: float | None = None
         u_q: float | None = None
         if not (failed and on_failure == "null"):
-            r_q = set_reward(r_f, rewards)
+            known = {name: 0.0 if v is None else v for name, v in set_signals.items()}
+            r_q = recipe.set_reward(r_f, rows, known)
             u_q = disagreement(rewards)
             m.set_reward.observe(r_q)
             m.disagreement.observe(u_q)
+            for name, value in known.items():
+                m.head_signal.labels(name).observe(value)
         return ItemResult(
             id=prepared.item.id,
             status=status,
@@ -476,4 +647,88 @@ class ScoringService:
             reward=r_q,
             disagreement=u_q,
             suggestions=tuple(suggestions),
+            set_signals=set_signals,
         )
+
+    @staticmethod
+    def _signals(
+        plan: _Plan,
+        slot: _Slot,
+        outcomes: dict[str, _Outcome],
+        exclusive: _Exclusive | None,
+        index: int,
+    ) -> tuple[dict[str, float | None], bool, str | None]:
+        """One suggestion's signals (None where its head failed), whether every LLM head's
+        answer came from the cache, and the first failure."""
+        signals: dict[str, float | None] = {}
+        cached = bool(plan.llm_heads)
+        failure: str | None = None
+        for head in plan.llm_heads:
+            outcome = outcomes[slot.keys[head.name]]
+            names = [f"{head.name}.{n}" for n in head.signals]
+            if outcome.scores is None:
+                failure = failure or outcome.failure or "unknown"
+                signals.update(dict.fromkeys(names, None))
+            else:
+                signals.update(zip(names, outcome.scores, strict=True))
+                cached = cached and outcome.cached
+        if plan.exclusivity is not None:
+            names = [f"exclusivity.{n}" for n in HEAD_SIGNALS["exclusivity"]]
+            if isinstance(exclusive, str) or exclusive is None:
+                failure = failure or (exclusive or "embedding")
+                signals.update(dict.fromkeys(names, None))
+            elif index < len(exclusive[0]):
+                per = exclusive[0][index]
+                signals.update({f"exclusivity.{n}": v for n, v in per.items()})
+            else:  # past the per-item limit: refused earlier, never reaches here
+                failure = failure or "too_many"
+        ordered = {name: signals.get(name) for name in plan.recipe.signals}  # the recipe's order
+        return ordered, cached, failure
+
+    @staticmethod
+    def _set_signals(
+        plan: _Plan,
+        suggestions: list[SuggestionScore],
+        exclusive: _Exclusive | None,
+        on_failure: OnFailure,
+    ) -> dict[str, float | None]:
+        out: dict[str, float | None] = {}
+        if "shopper" in plan.recipe.heads:
+            # GQR's list click probability 1 - prod(1 - p_k). A refused suggestion is not
+            # tapped; a failed one is unknown (None), or not tapped under on_failure "zero".
+            missed: float | None = 1.0
+            for suggestion in suggestions:
+                if suggestion.status == "rejected":
+                    continue
+                if suggestion.status == "failed" and on_failure == "zero":
+                    continue
+                tap = (suggestion.signals or {}).get("shopper.tap")
+                if suggestion.status == "failed":
+                    tap = None
+                if tap is None or missed is None:
+                    missed = None
+                    continue
+                missed *= 1.0 - tap
+            out["shopper.any_tap"] = None if missed is None else 1.0 - missed
+        if plan.exclusivity is not None:
+            out["exclusivity.diversity"] = (
+                None
+                if exclusive is None or isinstance(exclusive, str)
+                else exclusive[1]["diversity"]
+            )
+        return out
+
+
+class _LazyEmbedder:
+    """The service's embedder, made when the exclusivity head first runs (so a server whose
+    requests never name a recipe with it never loads one)."""
+
+    def __init__(self, service: ScoringService) -> None:
+        self._service = service
+
+    @property
+    def name(self) -> str:
+        return self._service.embedder.name
+
+    async def embed(self, texts: Any) -> Any:
+        return await self._service.embedder.embed(texts)

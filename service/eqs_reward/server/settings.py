@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     guard_version: str = Field(
         default="guard-v1", description="reward-hacking guard rules in prompts/guards/"
     )
+    default_recipe: str = Field(
+        default="qualeqs",
+        description="the recipe of a request that names none (prompts/recipes/<id>.toml)",
+    )
     prompts_dir: Path | None = Field(
         default=None, description="judge prompt templates; unset: the ones packaged in the wheel"
     )
@@ -93,6 +97,16 @@ class Settings(BaseSettings):
     openrlhf_failure_policy: Literal["group_mean", "zero"] = Field(
         default="group_mean", description="/get_reward: what a failed sample gets"
     )
+
+    # --- reward heads ------------------------------------------------------------------------
+    embeddings_url: str | None = Field(
+        default=None,
+        description="OpenAI-compatible base URL (…/v1) serving /embeddings for the exclusivity "
+        "head; unset: wordllama's packaged weights, in process",
+    )
+    embeddings_model: str = Field(default="", description="the model name at embeddings_url")
+    embeddings_api_key: str | None = None
+    embeddings_timeout_s: float = Field(default=30.0, gt=0)
 
     # --- cache -------------------------------------------------------------------------------
     cache_max_entries: int = Field(default=100_000, ge=0, description="in-process LRU size")
@@ -170,7 +184,13 @@ class Settings(BaseSettings):
             )
         return self
 
-    @field_validator("judge_url")
+    @model_validator(mode="after")
+    def _embeddings_need_a_model(self) -> Settings:
+        if self.embeddings_url and not self.embeddings_model:
+            raise ValueError("EQS_REWARD_EMBEDDINGS_URL needs EQS_REWARD_EMBEDDINGS_MODEL")
+        return self
+
+    @field_validator("judge_url", "embeddings_url")
     @classmethod
     def _strip_url(cls, value: str | None) -> str | None:
         if value is None or not value.strip():

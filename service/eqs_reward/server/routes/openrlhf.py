@@ -55,6 +55,14 @@ def answer(response: ScoreResponse, groups: list[str], settings: Settings) -> di
     extra["format_reward"] = [r.format_reward for r in results]
     extra["failed"] = [0.0 if r.status == "ok" else 1.0 for r in results]
     extra["fewshot_version"] = [float(response.meta.fewshot_version)] * len(results)
+    # Every head signal (suggestion signals averaged per sample, set signals as they are), and
+    # the recipe: OpenRLHF logs numbers only, so its id is a key ("recipe:qualeqs" = 1).
+    for name, column in response.signal_logs().items():
+        extra[name] = [0.0 if v is None else v for v in column]
+    recipe = response.meta.recipe or {}
+    if recipe:
+        extra[f"recipe:{recipe['id']}"] = [1.0] * len(results)
+        extra["recipe_version"] = [float(recipe["version"])] * len(results)
     return {
         "rewards": numbers,
         "scores": [min(1.0, max(0.0, r)) for r in numbers],
@@ -76,6 +84,15 @@ async def get_reward(
             max_length=400,
             description="the policy's own end or stop tokens, comma-separated, if its chat "
             "template's are not among the common ones",
+        ),
+    ] = None,
+    recipe: Annotated[
+        str | SkipJsonSchema[None],
+        Query(
+            min_length=1,
+            max_length=64,
+            description="pin the recipe combining the reward heads (GET /v1/recipes); default: "
+            "the server's",
         ),
     ] = None,
     group_size: Annotated[
@@ -112,6 +129,7 @@ async def get_reward(
                 "fewshot_version": fewshot_version,
                 "end_tokens": [t for t in (end_tokens or "").split(",") if t][:16],
                 "group_size": group_size,
+                "recipe": recipe,
             },
         }
     )

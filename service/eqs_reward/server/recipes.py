@@ -1,0 +1,286 @@
+"""Recipes: which reward heads run and how their signals combine into ``r(s)`` and ``r_q``.
+
+A recipe is a versioned TOML file in ``prompts/recipes/`` (``<id>.toml``). It names its heads
+(with their settings, e.g. the shopper's prompt version) and two expressions, written as TOML
+values and evaluated here; nothing in the file is ever executed as code:
+
+- a number is a constant; a string names a signal: ``"judge.answerability"`` (a suggestion's
+  signal) in the suggestion expression; in the set expression ``"format"`` (r_f), a set signal
+  such as ``"exclusivity.diversity"``, and inside an ``*_over`` aggregation ``"reward"`` (r(s))
+  or a suggestion's signal;
+- a table with one operation: ``product``, ``sum``, ``mean``, ``min``, ``max`` (of a list);
+  ``weighted`` (weighted mean: ``{terms = [...], weights = [...]}``) and ``weighted_sum``;
+  ``one_minus`` and ``clip`` (to [0, 1]) of one expression; and, in the set expression only,
+  aggregations over the suggestions: ``mean_over``, ``any_over`` (GQR's ``1 - prod(1 - x)``),
+  ``sum_over``, ``min_over``, ``max_over``.
+
+The default recipe ``qualeqs`` is QualEQS exactly: ``r(s) = a * f * i`` and
+``r_q = r_f * mean r(s)`` (the products start at 1.0 and multiply in order, so the numbers are
+the same floats as the reward math's). The disagreement ``u_q`` is always the population variance
+of the ``r(s)``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "HEAD_SETTINGS",
+    "HEAD_SET_SIGNALS",
+    "HEAD_SIGNALS",
+    "Recipe",
+    "RecipeError",
+    "load_recipes",
+]
+
+#: The signals each head gives per suggestion, and per set.
+HEAD_SIGNALS: dict[str, tuple[str, ...]] = {
+    "judge": ("answerability", "factuality", "information_gain"),
+    "shopper": ("tap",),
+    "exclusivity": ("novelty", "distinctness"),
+}
+HEAD_SET_SIGNALS: dict[str, tuple[str, ...]] = {
+    "judge": (),
+    "shopper": ("any_tap",),
+    "exclusivity": ("diversity",),
+}
+#: The settings a recipe may give each head (``[heads.shopper] prompt = "shopper-v1"``), with
+#: their types. The judge's prompt is the server's (``EQS_REWARD_PROMPT_VERSION``).
+HEAD_SETTINGS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "judge": {},
+    "shopper": {"prompt": str},
+    "exclusivity": {"low": (int, float), "high": (int, float)},
+}
+
+_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_LISTS = ("product", "sum", "mean", "min", "max")
+_WEIGHTED = ("weighted", "weighted_sum")
+_UNARY = ("one_minus", "clip")
+_OVER = ("mean_over", "any_over", "sum_over", "min_over", "max_over")
+
+
+class RecipeError(ValueError):
+    """A recipe file that does not load or does not check."""
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """What names an expression may use where it stands."""
+
+    suggestion: frozenset[str]  # per-suggestion signals
+    set_level: bool  # in the set expression (format, set signals, *_over allowed)
+    set_signals: frozenset[str] = frozenset()
+    inside_over: bool = False
+
+
+def _check(node: Any, scope: _Scope, where: str) -> None:
+    if isinstance(node, bool):
+        raise RecipeError(f"{where}: {node!r} is not a number")
+    if isinstance(node, int | float):
+        return
+    if isinstance(node, str):
+        allowed: set[str] = set()
+        if not scope.set_level or scope.inside_over:
+            allowed |= scope.suggestion
+        if scope.set_level and not scope.inside_over:
+            allowed |= scope.set_signals | {"format"}
+        if scope.inside_over:
+            allowed.add("reward")
+        if node not in allowed:
+            raise RecipeError(f"{where}: {node!r} is not a signal here (known: {sorted(allowed)})")
+        return
+    if not isinstance(node, dict) or len(node) != 1:
+        raise RecipeError(f"{where}: an expression is a number, a signal, or a one-key table")
+    ((op, arg),) = node.items()
+    if op in _LISTS:
+        if not isinstance(arg, list) or not arg:
+            raise RecipeError(f"{where}.{op}: needs a non-empty list")
+        for n, term in enumerate(arg):
+            _check(term, scope, f"{where}.{op}[{n}]")
+    elif op in _WEIGHTED:
+        if not isinstance(arg, dict) or set(arg) != {"terms", "weights"}:
+            raise RecipeError(f"{where}.{op}: needs {{terms = [...], weights = [...]}}")
+        terms, weights = arg["terms"], arg["weights"]
+        if len(terms) != len(weights) or not terms:
+            raise RecipeError(f"{where}.{op}: as many weights as terms")
+        if any(isinstance(w, bool) or not isinstance(w, int | float) or w < 0 for w in weights):
+            raise RecipeError(f"{where}.{op}: weights are non-negative numbers")
+        if op == "weighted" and sum(weights) <= 0:
+            raise RecipeError(f"{where}.{op}: the weights must not all be 0")
+        for n, term in enumerate(terms):
+            _check(term, scope, f"{where}.{op}.terms[{n}]")
+    elif op in _UNARY:
+        _check(arg, scope, f"{where}.{op}")
+    elif op in _OVER:
+        if not scope.set_level or scope.inside_over:
+            raise RecipeError(f"{where}.{op}: aggregations over suggestions belong to the set")
+        inner = _Scope(scope.suggestion, True, scope.set_signals, inside_over=True)
+        _check(arg, inner, f"{where}.{op}")
+    else:
+        raise RecipeError(f"{where}: unknown operation {op!r}")
+
+
+def _evaluate(node: Any, values: Mapping[str, float], rows: Sequence[Mapping[str, float]]) -> float:
+    if isinstance(node, int | float):
+        return float(node)
+    if isinstance(node, str):
+        return values[node]
+    ((op, arg),) = node.items()
+    if op in _LISTS:
+        terms = [_evaluate(t, values, rows) for t in arg]
+        if op == "product":
+            result = 1.0
+            for term in terms:
+                result *= term
+            return result
+        if op == "sum":
+            return math.fsum(terms)
+        if op == "mean":
+            return sum(terms) / len(terms)
+        return min(terms) if op == "min" else max(terms)
+    if op in _WEIGHTED:
+        terms = [_evaluate(t, values, rows) for t in arg["terms"]]
+        total = math.fsum(w * t for w, t in zip(arg["weights"], terms, strict=True))
+        return total / math.fsum(arg["weights"]) if op == "weighted" else total
+    if op == "one_minus":
+        return 1.0 - _evaluate(arg, values, rows)
+    if op == "clip":
+        return min(1.0, max(0.0, _evaluate(arg, values, rows)))
+    per = [_evaluate(arg, row, ()) for row in rows]
+    if op == "mean_over":
+        return sum(per) / len(per) if per else 0.0
+    if op == "sum_over":
+        return math.fsum(per)
+    if op == "any_over":
+        missed = 1.0
+        for p in per:
+            missed *= 1.0 - p
+        return 1.0 - missed
+    if not per:
+        return 0.0
+    return min(per) if op == "min_over" else max(per)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One versioned recipe (see the module docstring)."""
+
+    id: str
+    version: int
+    description: str
+    heads: dict[str, dict[str, Any]]
+    suggestion: Any
+    set: Any
+    source: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def key(self) -> str:
+        """What cache keys carry: the recipe and its version."""
+        return f"{self.id}@{self.version}"
+
+    @property
+    def signals(self) -> tuple[str, ...]:
+        return tuple(f"{h}.{s}" for h in self.heads for s in HEAD_SIGNALS[h])
+
+    @property
+    def set_signals(self) -> tuple[str, ...]:
+        return tuple(f"{h}.{s}" for h in self.heads for s in HEAD_SET_SIGNALS[h])
+
+    def suggestion_reward(self, signals: Mapping[str, float]) -> float:
+        """``r(s)`` from one suggestion's signals."""
+        return _evaluate(self.suggestion, signals, ())
+
+    def set_reward(
+        self,
+        format_reward: float,
+        rows: Sequence[Mapping[str, float]],
+        set_signals: Mapping[str, float],
+    ) -> float:
+        """``r_q``; each row is a suggestion's signals with its ``reward``."""
+        return _evaluate(self.set, {"format": format_reward, **set_signals}, rows)
+
+    def describe(self) -> dict[str, Any]:
+        """For ``GET /v1/recipes``."""
+        return {
+            "id": self.id,
+            "version": self.version,
+            "description": self.description,
+            "heads": {
+                name: {
+                    "settings": settings,
+                    "signals": list(HEAD_SIGNALS[name]),
+                    "set_signals": list(HEAD_SET_SIGNALS[name]),
+                }
+                for name, settings in self.heads.items()
+            },
+            "suggestion_reward": self.suggestion,
+            "set_reward": self.set,
+        }
+
+    @classmethod
+    def from_toml(cls, path: Path) -> Recipe:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise RecipeError(f"{path}: {exc}") from exc
+        recipe_id = data.get("id")
+        if not isinstance(recipe_id, str) or not _ID.match(recipe_id) or path.stem != recipe_id:
+            raise RecipeError(f"{path}: the id must match the file name, got {recipe_id!r}")
+        version = data.get("version")
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise RecipeError(f"{path}: version must be a positive integer")
+        heads = data.get("heads", {})
+        if not isinstance(heads, dict) or not heads:
+            raise RecipeError(f"{path}: name at least one head under [heads.<name>]")
+        unknown = set(heads) - set(HEAD_SIGNALS)
+        if unknown:
+            known = sorted(HEAD_SIGNALS)
+            raise RecipeError(f"{path}: unknown heads {sorted(unknown)} (known: {known})")
+        for name, settings in heads.items():
+            _check_settings(path, name, settings)
+        per = frozenset(f"{h}.{s}" for h in heads for s in HEAD_SIGNALS[h])
+        sets = frozenset(f"{h}.{s}" for h in heads for s in HEAD_SET_SIGNALS[h])
+        for part in ("suggestion_reward", "set_reward"):
+            if part not in data:
+                raise RecipeError(f"{path}: missing {part}")
+        _check(data["suggestion_reward"], _Scope(per, False), f"{path.name}:suggestion_reward")
+        _check(data["set_reward"], _Scope(per, True, sets), f"{path.name}:set_reward")
+        return cls(
+            id=recipe_id,
+            version=version,
+            description=str(data.get("description", "")),
+            heads={name: dict(settings or {}) for name, settings in heads.items()},
+            suggestion=data["suggestion_reward"],
+            set=data["set_reward"],
+            source=data,
+        )
+
+
+def _check_settings(path: Path, head: str, settings: Any) -> None:
+    if not isinstance(settings, dict):
+        raise RecipeError(f"{path}: [heads.{head}] must be a table")
+    allowed = HEAD_SETTINGS[head]
+    for key, value in settings.items():
+        if key not in allowed:
+            raise RecipeError(
+                f"{path}: [heads.{head}] has no setting {key!r} (known: {sorted(allowed)})"
+            )
+        if isinstance(value, bool) or not isinstance(value, allowed[key]):
+            raise RecipeError(f"{path}: [heads.{head}] {key} has the wrong type")
+
+
+def load_recipes(folder: Path) -> dict[str, Recipe]:
+    """Every recipe in ``folder`` by id."""
+    recipes = {}
+    for path in sorted(folder.glob("*.toml")):
+        recipe = Recipe.from_toml(path)
+        recipes[recipe.id] = recipe
+    if not recipes:
+        raise RecipeError(f"no recipes in {folder}")
+    return recipes
