@@ -34,6 +34,14 @@ def pinned_version(version: int | None = None) -> int | None:
         raise ValueError(f"EQS_REWARD_FEWSHOT_VERSION={raw!r} is not a version number") from exc
 
 
+def pinned_recipe(recipe: str | None = None) -> str | None:
+    """The recipe to pin: the argument, else ``EQS_REWARD_RECIPE`` (unset: the server's
+    default; a training run pins it so the reward does not change under it)."""
+    if recipe is not None:
+        return recipe
+    return os.environ.get("EQS_REWARD_RECIPE", "").strip() or None
+
+
 def policy_from_env(default: FailurePolicy) -> FailurePolicy:
     """``EQS_REWARD_FAILURE_POLICY`` if set (a bad value is an error), else ``default``."""
     raw = os.environ.get("EQS_REWARD_FAILURE_POLICY", "").strip()

@@ -132,6 +132,7 @@ class _BaseClient:
         k: int | None,
         score_mode: ScoreMode,
         fewshot_version: int | None,
+        recipe: str | None,
         admin_token: str | None,
         timeout_s: float,
         wait_for_service_s: float,
@@ -146,6 +147,7 @@ class _BaseClient:
         self.k = k
         self.score_mode = score_mode
         self.fewshot_version = fewshot_version
+        self.recipe = recipe
         self.admin_token = admin_token or os.environ.get("EQS_REWARD_ADMIN_TOKEN") or None
         self.timeout_s = timeout_s
         self.wait_for_service_s = wait_for_service_s
@@ -163,8 +165,11 @@ class _BaseClient:
             "score_mode": self.score_mode,
             "fewshot_version": self.fewshot_version,
             "on_failure": "null",
+            "recipe": self.recipe,
         }
         merged.update({key: value for key, value in options.items() if value is not None})
+        if merged.get("recipe") is None:
+            merged.pop("recipe", None)  # the server's default (and servers older than recipes)
         return _Call(
             "POST", "/v1/score", ScoreResponse.from_dict, {"items": items, "options": merged}
         )
@@ -201,6 +206,10 @@ class _BaseClient:
     def _fewshot_call(version: int | None) -> _Call[dict[str, Any]]:
         params = {} if version is None else {"version": version}
         return _Call("GET", "/v1/fewshot", _identity, params=params)
+
+    @staticmethod
+    def _recipes_call() -> _Call[dict[str, Any]]:
+        return _Call("GET", "/v1/recipes", _identity)
 
     @staticmethod
     def _versions_call(limit: int | None, after: int | None) -> _Call[dict[str, Any]]:
@@ -380,6 +389,7 @@ class RewardClient(_BaseClient):
         k: int | None = 3,
         score_mode: ScoreMode = "binary",
         fewshot_version: int | None = None,
+        recipe: str | None = None,
         admin_token: str | None = None,
         timeout_s: float = 120.0,
         wait_for_service_s: float = 600.0,
@@ -395,6 +405,7 @@ class RewardClient(_BaseClient):
             k=k,
             score_mode=score_mode,
             fewshot_version=fewshot_version,
+            recipe=recipe,
             admin_token=admin_token,
             timeout_s=timeout_s,
             wait_for_service_s=wait_for_service_s,
@@ -487,6 +498,10 @@ class RewardClient(_BaseClient):
         """One page of the bank's versions (oldest first) and the active version."""
         return self._run(self._versions_call(limit, after))
 
+    def recipes(self) -> dict[str, Any]:
+        """``GET /v1/recipes``: the server's recipes, their heads and how they combine."""
+        return self._run(self._recipes_call())
+
     def add_examples(
         self,
         examples: Sequence[Mapping[str, Any]],
@@ -537,6 +552,7 @@ class AsyncRewardClient(_BaseClient):
         k: int | None = 3,
         score_mode: ScoreMode = "binary",
         fewshot_version: int | None = None,
+        recipe: str | None = None,
         admin_token: str | None = None,
         timeout_s: float = 120.0,
         wait_for_service_s: float = 600.0,
@@ -552,6 +568,7 @@ class AsyncRewardClient(_BaseClient):
             k=k,
             score_mode=score_mode,
             fewshot_version=fewshot_version,
+            recipe=recipe,
             admin_token=admin_token,
             timeout_s=timeout_s,
             wait_for_service_s=wait_for_service_s,
@@ -637,6 +654,9 @@ class AsyncRewardClient(_BaseClient):
         self, *, limit: int | None = None, after: int | None = None
     ) -> dict[str, Any]:
         return await self._run(self._versions_call(limit, after))
+
+    async def recipes(self) -> dict[str, Any]:
+        return await self._run(self._recipes_call())
 
     async def add_examples(
         self,

@@ -6,7 +6,8 @@ endpoint ``--reward.remote_url http://host:8000/get_reward`` reaches directly), 
 score identically; going through this file adds the client's patience: while the service is
 unreachable it waits (up to ``EQS_REWARD_WAIT_S``, 600 s) instead of failing the sample.
 
-Environment: ``EQS_REWARD_URL`` (required), ``EQS_REWARD_FEWSHOT_VERSION`` (pin it for a run),
+Environment: ``EQS_REWARD_URL`` (required), ``EQS_REWARD_FEWSHOT_VERSION`` and
+``EQS_REWARD_RECIPE`` (pin both for a run; every signal of the recipe's heads is logged),
 ``EQS_REWARD_GROUP_SIZE`` (``--rollout.n_samples_per_prompt``: a sample the judge failed on then
 gets the mean reward of its prompt's other samples, so its advantage is 0 under OpenRLHF's
 ``group_norm``, ``rloo``, ``reinforce_baseline`` and ``dr_grpo`` estimators).
@@ -18,7 +19,7 @@ import os
 import threading
 from typing import Any
 
-from eqs_reward.client._adapters import pinned_version, service_url
+from eqs_reward.client._adapters import pinned_recipe, pinned_version, service_url
 from eqs_reward.client._client import RewardClient
 
 _client: RewardClient | None = None
@@ -43,6 +44,7 @@ def reward_func(
     group_size = os.environ.get("EQS_REWARD_GROUP_SIZE", "").strip()
     params: dict[str, Any] = {
         "fewshot_version": pinned_version(),
+        "recipe": pinned_recipe(),
         "group_size": int(group_size) if group_size else None,
     }
     answer: dict[str, Any] = _shared_client().get_reward(queries, prompts, labels, **params)

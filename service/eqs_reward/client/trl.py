@@ -23,8 +23,9 @@ the trainer), so ``policy="auto"`` (the default) picks:
 While the service is unreachable the client waits (``wait_for_service_s``, 10 minutes by default),
 logging each wait, so a restart of the service does not end the training run. The shopper's
 context comes from the dataset column ``query_column`` (a query string or a context dict or JSON)
-or else the prompt's last user message. Every dimension, the format reward and the failed flag go
-to TRL's completions table (``log_extra``), their means to its metrics (``log_metric``).
+or else the prompt's last user message. Every dimension, every signal of the recipe's heads
+(``recipe=`` or ``EQS_REWARD_RECIPE``: pin it for a run), the format reward and the failed flag
+go to TRL's completions table (``log_extra``), their means to its metrics (``log_metric``).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
 from eqs_reward._trainer_inputs import completion_text, context_from, prompt_text
-from eqs_reward.client._adapters import pinned_version, service_url
+from eqs_reward.client._adapters import pinned_recipe, pinned_version, service_url
 from eqs_reward.client._client import AsyncRewardClient
 from eqs_reward.rewards import apply_policy, consecutive_groups
 from eqs_reward.types import DIMENSIONS, FailurePolicy, ScoreMode, ScoreResponse
@@ -72,6 +73,8 @@ def _log(response: ScoreResponse, kwargs: dict[str, Any]) -> None:
     for dimension in DIMENSIONS:
         means = [r.dimension_mean(dimension) for r in results]
         columns[dimension] = [math.nan if v is None else v for v in means]
+    for name, column in response.signal_logs().items():
+        columns[name] = [math.nan if v is None else v for v in column]
     columns["format_reward"] = [r.format_reward for r in results]
     columns["failed"] = [0.0 if r.status == "ok" else 1.0 for r in results]
     if log_extra is not None:
@@ -84,6 +87,8 @@ def _log(response: ScoreResponse, kwargs: dict[str, Any]) -> None:
                 log_metric(f"eqs/{name}", sum(finite) / len(finite))
         log_metric("eqs/failed_share", sum(columns["failed"]) / n)
         log_metric("eqs/fewshot_version", float(response.meta.fewshot_version))
+        if response.meta.recipe:
+            log_metric("eqs/recipe_version", float(response.meta.recipe["version"]))
 
 
 def eqs_reward_func(
@@ -92,6 +97,7 @@ def eqs_reward_func(
     policy: FailurePolicy | Literal["auto"] = "auto",
     score_mode: ScoreMode = "soft",
     fewshot_version: int | None = None,
+    recipe: str | None = None,
     k: int | None = 3,
     query_column: str = "query",
     group_size: int | None = None,
@@ -99,18 +105,25 @@ def eqs_reward_func(
     **client_options: Any,
 ) -> RewardFunc:
     """Build the reward function. ``url`` defaults to ``EQS_REWARD_URL`` (one is required);
-    ``fewshot_version`` to ``EQS_REWARD_FEWSHOT_VERSION``: pin it for a training run.
+    ``fewshot_version`` to ``EQS_REWARD_FEWSHOT_VERSION`` and ``recipe`` to ``EQS_REWARD_RECIPE``:
+    pin both for a training run.
     ``group_size`` overrides TRL's ``num_generations``; ``client_options`` go to the client
     (``wait_for_service_s``, ``timeout_s``, ...). One client per event loop."""
     base_url = service_url(url)
     version = pinned_version(fewshot_version)
+    chosen_recipe = pinned_recipe(recipe)
     clients: dict[asyncio.AbstractEventLoop, AsyncRewardClient] = {}
 
     def client() -> AsyncRewardClient:
         loop = asyncio.get_running_loop()
         if loop not in clients:
             clients[loop] = AsyncRewardClient(
-                base_url, k=k, score_mode=score_mode, fewshot_version=version, **client_options
+                base_url,
+                k=k,
+                score_mode=score_mode,
+                fewshot_version=version,
+                recipe=chosen_recipe,
+                **client_options,
             )
         return clients[loop]
 

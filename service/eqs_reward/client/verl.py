@@ -10,7 +10,8 @@ veRL calls it once per sample, ``compute_score(data_source=..., solution_str=...
 extra_info=...)`` (the response decoded without special tokens), awaiting it when it is a
 coroutine function and running it in an executor otherwise. Environment of the reward workers:
 
-- ``EQS_REWARD_URL`` (required) and ``EQS_REWARD_FEWSHOT_VERSION`` (pin it for a run);
+- ``EQS_REWARD_URL`` (required), ``EQS_REWARD_FEWSHOT_VERSION`` and ``EQS_REWARD_RECIPE`` (pin
+  both for a run);
 - ``EQS_REWARD_GROUP_SIZE``: ``actor_rollout_ref.rollout.n``. A sample arrives alone, so the
   service remembers each context's recent rewards and gives a failed sample the mean of its
   group's judged siblings: its GRPO advantage is then 0. Required unless
@@ -21,7 +22,9 @@ coroutine function and running it in an executor otherwise. Environment of the r
 The context comes from ``extra_info["context"]`` (a contract context), ``extra_info["query"]``, or
 ``ground_truth`` (the shopper's query). Every call returns the same keys, so veRL's merging of
 ``reward_extra_info`` across samples never meets a missing one: ``score``, the three dimensions,
-``format_reward``, ``failed`` and ``fewshot_version``.
+``format_reward``, ``failed``, ``fewshot_version``, ``recipe_version``, ``recipe:<id>`` (1.0) and
+every signal of the recipe's heads (``judge.answerability``, ``exclusivity.diversity``, ...; 0.0
+where a head failed, as for the dimensions).
 """
 
 from __future__ import annotations
@@ -32,7 +35,12 @@ import threading
 from typing import Any
 
 from eqs_reward._trainer_inputs import context_from
-from eqs_reward.client._adapters import pinned_version, policy_from_env, service_url
+from eqs_reward.client._adapters import (
+    pinned_recipe,
+    pinned_version,
+    policy_from_env,
+    service_url,
+)
 from eqs_reward.client._client import AsyncRewardClient, RewardClient
 from eqs_reward.types import DIMENSIONS, ItemResult, ScoreResponse
 
@@ -57,6 +65,7 @@ def _settings() -> tuple[dict[str, Any], dict[str, Any]]:
         "k": 3,
         "score_mode": os.environ.get("EQS_REWARD_SCORE_MODE", "soft"),
         "fewshot_version": pinned_version(),
+        "recipe": pinned_recipe(),
         "wait_for_service_s": float(os.environ.get("EQS_REWARD_WAIT_S", "600")),
     }
     request = {"group_size": int(raw)} if raw and policy == "group_mean" else {}
@@ -78,6 +87,12 @@ def _as_dict(response: ScoreResponse) -> dict[str, Any]:
     out["format_reward"] = item.format_reward
     out["failed"] = 0.0 if item.status == "ok" else 1.0
     out["fewshot_version"] = float(response.meta.fewshot_version)
+    for name, (value,) in response.signal_logs().items():
+        out[name] = 0.0 if value is None else value
+    recipe = response.meta.recipe or {}
+    if recipe:
+        out[f"recipe:{recipe['id']}"] = 1.0
+        out["recipe_version"] = float(recipe["version"])
     return out
 
 
