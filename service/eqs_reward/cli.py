@@ -177,7 +177,11 @@ def cmd_score(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {"k": args.k, "score_mode": args.mode}
     results: list[ItemResult] = []
     with RewardClient(
-        args.url, k=args.k, fewshot_version=args.fewshot_version, timeout_s=args.timeout
+        args.url,
+        k=args.k,
+        fewshot_version=args.fewshot_version,
+        recipe=args.recipe,
+        timeout_s=args.timeout,
     ) as client:
         for start in range(0, len(items), args.batch):
             response = client.score(items[start : start + args.batch], **options)
@@ -345,19 +349,48 @@ def cmd_eval(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.suggestions:
         report = eval_report.run_suggestions(
-            args.url, Path(args.suggestions), args.mode, args.fewshot_version
+            args.url, Path(args.suggestions), args.mode, args.fewshot_version, args.recipe or [None]
         )
         eval_report.print_paper_table(report)
         path = eval_report.write(report, out, "paper_metrics")
         print(f"\nreport: {path}")
         return 0
+    if args.recipe and len(args.recipe) > 1:
+        raise ValueError("--cases takes one --recipe (its heads' signals are compared to labels)")
     report = eval_report.run_cases(
-        args.url, Path(args.cases), args.mode, args.fewshot_version, args.repeats
+        args.url,
+        Path(args.cases),
+        args.mode,
+        args.fewshot_version,
+        args.repeats,
+        args.recipe[0] if args.recipe else None,
     )
     eval_report.print_cases_table(report)
     path = eval_report.write(report, out, "report")
     eval_report.plot_cases(report, out / "report.png")
     print(f"\nreport: {path}  plot: {out / 'report.png'}")
+    return 0
+
+
+def cmd_heads_report(args: argparse.Namespace) -> int:
+    require("server", "heads-report")
+    from eqs_reward.offline import heads_report
+    from eqs_reward.server.heads import OpenAIEmbedder, WordLlamaEmbedder
+
+    embedder: Any = (
+        OpenAIEmbedder(args.embeddings_url, args.embeddings_model)
+        if args.embeddings_url
+        else WordLlamaEmbedder()
+    )
+    cases = Path(args.cases) if args.cases else None
+    report = asyncio.run(
+        heads_report.measure_exclusivity(
+            embedder, queries=args.queries, seed=args.seed, cases_path=cases
+        )
+    )
+    heads_report.write_report(report, Path(args.out))
+    print(heads_report.render_markdown(report))
+    print(f"report: {Path(args.out) / 'exclusivity.json'}")
     return 0
 
 
@@ -403,6 +436,7 @@ def _train_options(args: argparse.Namespace) -> Any:
         score_mode=args.mode,
         seed=args.seed,
         save_model=args.save_model,
+        recipe=args.recipe,
     )
 
 
@@ -475,6 +509,11 @@ def _add_train_arguments(parser: argparse.ArgumentParser, default_out: str) -> N
     parser.add_argument("--mode", choices=["binary", "soft"], default="soft")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--save-model", action="store_true")
+    parser.add_argument(
+        "--recipe",
+        default=None,
+        help="reward recipe (GET /v1/recipes); pinned for the run, default: the server's",
+    )
 
 
 def _add_mine_arguments(parser: argparse.ArgumentParser, with_url: bool) -> None:
@@ -513,6 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--mode", choices=["binary", "soft"], default="binary")
     score.add_argument("--k", type=int, default=None, help="expected suggestions per item")
     score.add_argument("--fewshot-version", type=int, default=None)
+    score.add_argument("--recipe", default=None, help="reward recipe (default: the server's)")
     score.add_argument("--batch", type=int, default=64, help="items per request")
     score.add_argument("--timeout", type=float, default=300.0)
     score.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -553,6 +593,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--mode", choices=["binary", "soft"], default="soft")
     evaluate.add_argument("--fewshot-version", type=int, default=None)
     evaluate.add_argument("--repeats", type=int, default=1, help="runs; reports mean and spread")
+    evaluate.add_argument(
+        "--recipe",
+        action="append",
+        default=None,
+        help="recipe to score with (GET /v1/recipes); with --suggestions repeat it to compare "
+        "recipes; default: the server's",
+    )
     evaluate.add_argument("--out", default="runs/eval")
     evaluate.set_defaults(func=cmd_eval)
 
@@ -566,6 +613,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--write-corpus", default=None, help="only write the attacks as JSONL to this file"
     )
     red.set_defaults(func=cmd_redteam)
+
+    heads = sub.add_parser(
+        "heads-report", help="measure the exclusivity head on real queries; choose its ramp"
+    )
+    heads.add_argument("--queries", type=int, default=300)
+    heads.add_argument("--seed", type=int, default=5)
+    heads.add_argument(
+        "--cases", default=None, help="labeled cases JSONL: novelty vs information gain"
+    )
+    heads.add_argument("--embeddings-url", default=None, help="an OpenAI-compatible …/v1")
+    heads.add_argument("--embeddings-model", default="")
+    heads.add_argument("--out", default="runs/heads")
+    heads.set_defaults(func=cmd_heads_report)
 
     calibrate = sub.add_parser("calibrate", help="fit and store pass thresholds for a version")
     calibrate.add_argument("--url", default=DEFAULT_URL)

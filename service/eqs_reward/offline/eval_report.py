@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,10 @@ from eqs_reward.evaluation import (
     evaluate,
     json_safe,
     paper_metrics,
+    roc_auc,
     summarise_runs,
 )
-from eqs_reward.types import DIMENSIONS, ScoreMode
+from eqs_reward.types import DIMENSIONS, ScoreMode, ScoreResponse
 
 
 def stored_thresholds(url: str, version: int | None) -> tuple[dict[str, float], int, bool]:
@@ -28,15 +30,41 @@ def stored_thresholds(url: str, version: int | None) -> tuple[dict[str, float], 
     return dict(body["thresholds"]), int(body["version"]), bool(body["fitted"])
 
 
+def signal_aucs(cases: list[dict[str, Any]], response: ScoreResponse) -> dict[str, Any]:
+    """Every head signal's ROC AUC against every label the cases carry (a case scored alone:
+    set-level signals and a suggestion's distance from its siblings are constant, so NaN)."""
+    out: dict[str, Any] = {}
+    for name in response.signal_names:
+        values = [r.signal_means([name])[name] for r in response.results]
+        per_label: dict[str, float] = {}
+        for label in sorted({k for c in cases for k in c.get("labels", {})}):
+            pairs = [
+                (int(c["labels"][label]), v)
+                for c, v in zip(cases, values, strict=True)
+                if v is not None and label in c.get("labels", {})
+            ]
+            if len({v for _, v in pairs}) < 2:
+                per_label[label] = math.nan  # a constant signal ranks nothing
+                continue
+            per_label[label] = roc_auc([y for y, _ in pairs], [v for _, v in pairs])
+        out[name] = per_label
+    return out
+
+
 def run_cases(
-    url: str, cases_path: Path, mode: ScoreMode, version: int | None, repeats: int
+    url: str,
+    cases_path: Path,
+    mode: ScoreMode,
+    version: int | None,
+    repeats: int,
+    recipe: str | None = None,
 ) -> dict[str, Any]:
     cases = read_jsonl(cases_path)
     thresholds, pinned, fitted = stored_thresholds(url, version)
     if mode == "binary":
         thresholds, fitted = dict.fromkeys(DIMENSIONS, 0.5), False
     reports = []
-    with RewardClient(url, k=1, score_mode=mode, fewshot_version=pinned) as client:
+    with RewardClient(url, k=1, score_mode=mode, fewshot_version=pinned, recipe=recipe) as client:
         for run in range(repeats):
             items = [
                 {
@@ -59,7 +87,10 @@ def run_cases(
                 for case, item in zip(cases, result.results, strict=True)
             ]
             reports.append(evaluate(results, thresholds))
+            if run == 0:
+                signals = signal_aucs(cases, result)
     report = reports[0]
+    report["signals"] = signals
     report["meta"] = {
         **result.meta.to_dict(),
         "cases_file": str(cases_path),
@@ -71,33 +102,64 @@ def run_cases(
     return report
 
 
-def run_suggestions(url: str, path: Path, mode: ScoreMode, version: int | None) -> dict[str, Any]:
+def run_suggestions(
+    url: str,
+    path: Path,
+    mode: ScoreMode,
+    version: int | None,
+    recipes: Sequence[str | None] = (None,),
+) -> dict[str, Any]:
+    """The paper's metrics for a policy's outputs (from the judge's dimensions, the same under
+    every recipe) and, per recipe, the rewards it gives them and the mean of every signal: how
+    each recipe would pay the same outputs."""
     rows = read_jsonl(path)
     thresholds, pinned, fitted = stored_thresholds(url, version)
     if mode == "binary":
         thresholds, fitted = dict.fromkeys(DIMENSIONS, 0.5), False
-    with RewardClient(url, k=None, score_mode=mode, fewshot_version=pinned) as client:
-        items = [
-            {
-                "context": context_from(r.get("context") or r.get("query")),
-                "suggestions": r["suggestions"],
-            }
-            for r in rows
-        ]
-        result = client.score(items)
-    scored = [
+    items = [
         {
-            "context": item_in["context"],
-            "scores": [
-                {d: s.dimension(d) for d in DIMENSIONS} if s.status == "ok" else None
-                for s in item.suggestions
-            ],
+            "context": context_from(r.get("context") or r.get("query")),
+            "suggestions": r["suggestions"],
         }
-        for item_in, item in zip(items, result.results, strict=True)
+        for r in rows
     ]
-    report = paper_metrics(scored, thresholds)
-    report["meta"] = {**result.meta.to_dict(), "file": str(path), "calibrated": fitted}
+    per_recipe: dict[str, Any] = {}
+    report: dict[str, Any] = {}
+    for recipe in recipes or (None,):
+        with RewardClient(
+            url, k=None, score_mode=mode, fewshot_version=pinned, recipe=recipe
+        ) as client:
+            result = client.score(items)
+        scored = [
+            {
+                "context": item_in["context"],
+                "scores": [
+                    {d: s.dimension(d) for d in DIMENSIONS} if s.status == "ok" else None
+                    for s in item.suggestions
+                ],
+            }
+            for item_in, item in zip(items, result.results, strict=True)
+        ]
+        metrics = paper_metrics(scored, thresholds)
+        set_rewards = [r.reward for r in result.results if r.reward is not None]
+        rewards = [s.reward for r in result.results for s in r.suggestions if s.reward is not None]
+        columns = result.signal_logs()
+        metrics["mean_set_reward"] = _mean(set_rewards)
+        metrics["mean_suggestion_reward"] = _mean(rewards)
+        metrics["signals"] = {
+            name: _mean([v for v in column if v is not None]) for name, column in columns.items()
+        }
+        recipe_meta = result.meta.recipe or {"id": "qualeqs", "version": None}
+        per_recipe[f"{recipe_meta['id']}@{recipe_meta['version']}"] = metrics
+        if not report:
+            report = dict(metrics)
+            report["meta"] = {**result.meta.to_dict(), "file": str(path), "calibrated": fitted}
+    report["recipes"] = per_recipe
     return report
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
 
 
 def _f(value: Any) -> str:
@@ -128,6 +190,13 @@ def print_cases_table(report: dict[str, Any]) -> None:
             f"{r['tp']:4d}{r['fp']:4d}{r['fn']:4d}{r['tn']:4d}"
         )
     print(f"{'reward (product)':<18} {'':>6} {'':>6} {_f(report['reward']['auc'])}")
+    signals = report.get("signals") or {}
+    label_names = sorted({label for per in signals.values() for label in per})
+    if signals and label_names:
+        print("\nROC AUC of every head signal against each label (- : constant or one class):")
+        print(f"  {'signal':<28}" + "".join(f" {name[:17]:>17}" for name in label_names))
+        for name, per in signals.items():
+            print(f"  {name:<28}" + "".join(f" {_f(per.get(x)):>17}" for x in label_names))
     if "repeats" in report:
         runs = report["repeats"]
         print(f"\nover {runs['runs']} runs (mean +- std):")
@@ -161,6 +230,12 @@ def print_paper_table(report: dict[str, Any]) -> None:
         print(
             f"  intent {intent:<24} strict {_f(sub['strict_accuracy'])} valid "
             f"{_f(sub['valid_rate'])} ({sub['contexts']} contexts)"
+        )
+    for name, sub in report.get("recipes", {}).items():
+        signals = "  ".join(f"{k} {_f(v).strip()}" for k, v in sub["signals"].items())
+        print(
+            f"recipe {name}: mean set reward {_f(sub['mean_set_reward'])}, mean suggestion "
+            f"reward {_f(sub['mean_suggestion_reward'])}\n  {signals}"
         )
 
 

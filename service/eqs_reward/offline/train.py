@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,26 @@ class TrainOptions:
     score_mode: ScoreMode = "soft"
     seed: int = 7
     save_model: bool = False
+    recipe: str | None = None  # default: pin the service's default recipe
+
+
+def resolve_recipe(url: str, recipe: str | None) -> tuple[str, list[str]]:
+    """Pin the recipe for the whole run (the server's default when none is named), and the
+    signals its heads give, suggestion and set level: the columns every step logs."""
+    with RewardClient(url) as client:
+        listing = client.recipes()
+    chosen = recipe or str(listing["default"])
+    for entry in listing["recipes"]:
+        if entry["id"] == chosen:
+            names = [
+                f"{head}.{signal}"
+                for kind in ("signals", "set_signals")
+                for head, spec in entry["heads"].items()
+                for signal in spec[kind]
+            ]
+            return chosen, names
+    known = ", ".join(e["id"] for e in listing["recipes"])
+    raise ValueError(f"--recipe {chosen!r}: the service has no such recipe (known: {known})")
 
 
 def resolve_fewshot_version(url: str, version: int | None) -> int:
@@ -103,6 +124,7 @@ def train(options: TrainOptions) -> dict[str, Any]:
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
     version = resolve_fewshot_version(options.url, options.fewshot_version)
+    recipe, signals = resolve_recipe(options.url, options.recipe)
     model_dir = options.model or default_model_dir()
     rng = random.Random(options.seed)
     queries = load_queries()
@@ -127,12 +149,14 @@ def train(options: TrainOptions) -> dict[str, Any]:
         "format_reward",
         "failed_share",
         *DIMENSIONS,
+        *signals,
         "kl",
         "loss",
     ]
 
     class CsvLogger(TrainerCallback):
-        """One CSV row per logged step: rewards and dimensions from TRL's logs."""
+        """One CSV row per logged step: rewards, dimensions and every signal of the recipe's
+        heads, from TRL's logs (the adapter logs them as ``eqs/<name>``)."""
 
         def __init__(self) -> None:
             self.rows: list[dict[str, Any]] = []
@@ -153,6 +177,7 @@ def train(options: TrainOptions) -> dict[str, Any]:
                 "kl": logs.get("kl"),
                 "loss": logs.get("loss"),
                 **{d: logs.get(f"eqs/{d}") for d in DIMENSIONS},
+                **{name: logs.get(f"eqs/{name}") for name in signals},
             }
             self.rows.append(row)
             with csv_path.open("a", newline="") as handle:
@@ -178,7 +203,7 @@ def train(options: TrainOptions) -> dict[str, Any]:
     logger = CsvLogger()
     # TRL's type hints list only sync callables; it awaits async ones (TRL >= 1.x).
     reward: Any = eqs_reward_func(
-        options.url, fewshot_version=version, score_mode=options.score_mode
+        options.url, fewshot_version=version, recipe=recipe, score_mode=options.score_mode
     )
     trainer = GRPOTrainer(
         model=model,
@@ -192,10 +217,12 @@ def train(options: TrainOptions) -> dict[str, Any]:
     if options.save_model:
         trainer.save_model(str(out / "model"))
         tokenizer.save_pretrained(str(out / "model"))
-    plot_rewards(logger.rows, out / "rewards.png", version)
+    plot_rewards(logger.rows, out / "rewards.png", version, recipe, signals)
     summary = {
         "steps": options.steps,
         "fewshot_version": version,
+        "recipe": recipe,
+        "signals": signals,
         "csv": str(csv_path),
         "plot": str(out / "rewards.png"),
         "rows": len(logger.rows),
@@ -207,30 +234,43 @@ def train(options: TrainOptions) -> dict[str, Any]:
     return summary
 
 
-def plot_rewards(rows: list[dict[str, Any]], path: Path, version: int) -> None:
+def plot_rewards(
+    rows: list[dict[str, Any]],
+    path: Path,
+    version: int,
+    recipe: str = "qualeqs",
+    signals: Sequence[str] = (),
+) -> None:
+    """Rewards and dimensions on the left; every signal of the recipe's heads on the right."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(8, 4.5))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5), sharey=True)
     steps = [r["step"] for r in rows]
-    for key in ("reward", *DIMENSIONS, "format_reward"):
-        values = [r.get(key) for r in rows]
-        if any(v is not None for v in values):
-            axis.plot(steps, [math.nan if v is None else v for v in values], marker="o", label=key)
-    axis.set_xlabel("GRPO step")
-    axis.set_ylabel("mean over the step's completions")
-    axis.set_ylim(-0.05, 1.05)
-    axis.set_title(f"eqs-reward GRPO run (few-shot version {version})")
-    axis.legend(loc="best", fontsize="small")
-    axis.grid(alpha=0.3)
+    panels = ((left, ("reward", *DIMENSIONS, "format_reward")), (right, tuple(signals)))
+    for axis, keys in panels:
+        for key in keys:
+            values = [r.get(key) for r in rows]
+            if any(v is not None for v in values):
+                axis.plot(
+                    steps, [math.nan if v is None else v for v in values], marker="o", label=key
+                )
+        axis.set_xlabel("GRPO step")
+        axis.set_ylim(-0.05, 1.05)
+        axis.grid(alpha=0.3)
+        if axis.lines:
+            axis.legend(loc="best", fontsize="small")
+    left.set_ylabel("mean over the step's completions")
+    left.set_title("rewards and the judge's dimensions")
+    right.set_title(f"every signal of recipe {recipe}")
+    figure.suptitle(f"eqs-reward GRPO run (few-shot version {version}, recipe {recipe})")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
 
 
-# -- mining -----------------------------------------------------------------------------------
 @dataclass
 class MineOptions:
     url: str = "http://127.0.0.1:8000"
@@ -245,6 +285,7 @@ class MineOptions:
     score_mode: ScoreMode = "soft"
     fewshot_version: int | None = None
     seed: int = 7
+    recipe: str | None = None  # u_q is the spread of r(s) under this recipe
 
 
 def generate_candidates(
@@ -314,6 +355,7 @@ def mine(options: MineOptions) -> dict[str, Any]:
         k=None,
         score_mode=options.score_mode,
         fewshot_version=version,
+        recipe=options.recipe,
     ) as client:
         items = [
             {"context": c, "suggestions": s} for c, s in zip(contexts, candidates, strict=True)
@@ -393,6 +435,7 @@ def iterate(rounds: int, base: TrainOptions, mine_options: MineOptions) -> list[
                     "out": folder / "mine",
                     "model": model,
                     "fewshot_version": trained["fewshot_version"],
+                    "recipe": trained["recipe"],
                 }
             )
         )
