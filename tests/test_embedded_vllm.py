@@ -136,6 +136,41 @@ def test_repeated_suggestions_cost_one_real_judge_call_each(embedded: ServerProc
     assert metric(embedded.url, "eqs_reward_judge_calls_total") - before == 3
 
 
+def test_the_simulated_shopper_head_runs_on_the_real_judge(embedded: ServerProcess) -> None:
+    """The blended recipe on the real embedded judge: the shopper's P(tap) from the digit's
+    logprobs, GQR's list formula over them, one judge call per head and new suggestion."""
+    calls = "eqs_reward_judge_calls_total"
+    before = metric(embedded.url, calls)
+    body = {
+        "items": [
+            {
+                "context": {"query": "I want to buy a router", "profile": "gamer, big flat"},
+                "suggestions": [
+                    "Which Wi-Fi 6 mesh routers cover a 150 square meter flat?",
+                    "What kind of router do you want to buy?",
+                    "Any ASUS gaming routers under $200?",
+                ],
+            }
+        ],
+        "options": {"k": 3, "score_mode": "soft", "recipe": "qualeqs-blend"},
+    }
+    response = httpx.post(embedded.url + "/v1/score", json=body, timeout=300)
+    assert response.status_code == 200, response.text
+    data = response.json()
+    (result,) = data["results"]
+    assert result["status"] == "ok" and data["meta"]["recipe"]["id"] == "qualeqs-blend"
+    taps = [s["signals"]["shopper.tap"] for s in result["suggestions"]]
+    assert all(0.0 <= t <= 1.0 for t in taps)
+    assert any(0.0 < t < 1.0 for t in taps), taps  # a probability, not a hard digit
+    any_tap = 1 - (1 - taps[0]) * (1 - taps[1]) * (1 - taps[2])
+    assert result["set_signals"]["shopper.any_tap"] == pytest.approx(any_tap)
+    echo = result["suggestions"][1]["signals"]["exclusivity.novelty"]
+    assert echo < 0.2  # the echo of the query, whatever the small judge thought of it
+    assert metric(embedded.url, calls) - before == 6  # 3 judge + 3 shopper calls
+    head = 'eqs_reward_head_duration_seconds_count{head="shopper"}'
+    assert metric(embedded.url, head) >= 3
+
+
 def vllm_metric(judge_port: int, name: str) -> float:
     return metric(f"http://127.0.0.1:{judge_port}", name)
 
@@ -316,6 +351,8 @@ def test_grpo_training_and_mining_use_the_service(embedded: ServerProcess, tmp_p
             "48",
             "--prompts",
             "4",
+            "--recipe",
+            "qualeqs-blend",
             "--out",
             str(tmp_path / "train"),
         ],
@@ -333,6 +370,9 @@ def test_grpo_training_and_mining_use_the_service(embedded: ServerProcess, tmp_p
     assert (tmp_path / "train" / "rewards.png").stat().st_size > 10_000
     summary = json.loads((tmp_path / "train" / "summary.json").read_text())
     assert summary["fewshot_version"] == active  # pinned for the run
+    assert summary["recipe"] == "qualeqs-blend"  # pinned too, and every signal in the CSV
+    for name in ("shopper.tap", "exclusivity.novelty", "exclusivity.diversity", "shopper.any_tap"):
+        assert name in rows[0], name
     assert metric(embedded.url, scored) - before >= 2  # one scoring request per step at least
 
     candidates = tmp_path / "candidates.jsonl"
@@ -416,6 +456,8 @@ def test_eval_on_the_dev_cases_with_the_real_judge(embedded: ServerProcess, tmp_
             embedded.url,
             "--cases",
             str(cases),
+            "--recipe",
+            "qualeqs-blend",
             "--out",
             str(tmp_path),
         ],
@@ -439,6 +481,12 @@ def test_eval_on_the_dev_cases_with_the_real_judge(embedded: ServerProcess, tmp_
             assert r["kappa"] == pytest.approx((r["agreement"] - expected) / (1 - expected))
         assert r["auc"] is None or 0.0 <= r["auc"] <= 1.0
     assert (tmp_path / "report.png").stat().st_size > 20_000
+    # Every head's signal against every label the cases carry.
+    signals = report["signals"]
+    assert set(signals["shopper.tap"]) == {"answerability", "factuality", "information_gain"}
+    novelty = signals["exclusivity.novelty"]["information_gain"]
+    assert novelty is not None and 0.0 <= novelty <= 1.0
+    assert "shopper.tap" in run.stdout
 
 
 def test_iterate_alternates_training_and_mining(embedded: ServerProcess, tmp_path: Path) -> None:

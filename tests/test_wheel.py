@@ -66,8 +66,9 @@ def test_the_wheel_holds_every_subpackage_the_prompts_and_the_seed(wheel: Path, 
     names = set(zipfile.ZipFile(wheel).namelist())
     for package in ("client", "judge", "server", "server/bank", "server/routes", "offline"):
         assert f"eqs_reward/{package}/__init__.py" in names, package
-    for prompt in (ROOT / "prompts").glob("*.toml"):
-        data = zipfile.ZipFile(wheel).read(f"eqs_reward/_data/prompts/{prompt.name}")
+    for prompt in [*(ROOT / "prompts").glob("*.toml"), *(ROOT / "prompts").glob("*/*.toml")]:
+        relative = prompt.relative_to(ROOT / "prompts").as_posix()
+        data = zipfile.ZipFile(wheel).read(f"eqs_reward/_data/prompts/{relative}")
         assert data == prompt.read_bytes()  # the top-level file, copied in whole
     for seed in (ROOT / "fewshot_bank").glob("*.jsonl"):
         assert f"eqs_reward/_data/fewshot_bank/{seed.name}" in names
@@ -150,3 +151,29 @@ def test_the_server_extra_serves_from_the_installed_wheel(served: str) -> None:
     bank = httpx.get(served + "/v1/fewshot", timeout=10).json()
     assert bank["example_count"] == len(seed)
     assert [e["suggestion"] for e in bank["examples"]] == [e["suggestion"] for e in seed]
+
+
+def test_the_blended_recipe_runs_from_the_installed_wheel(served: str) -> None:
+    """Every head from the wheel alone: the shopper's prompt, the recipes and wordllama's
+    packaged embeddings (the service's environment has no hub cache)."""
+    body = {
+        "items": [
+            {
+                "context": {"query": "I want to buy a router"},
+                "suggestions": [
+                    "What kind of router do you want to buy?",
+                    "Which Wi-Fi 6 routers under $100 cover a 3-bedroom house?",
+                ],
+            }
+        ],
+        "options": {"k": 2, "recipe": "qualeqs-blend"},
+    }
+    response = httpx.post(served + "/v1/score", json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    (result,) = response.json()["results"]
+    assert result["status"] == "ok"
+    echo, refined = (s["signals"] for s in result["suggestions"])
+    assert echo["exclusivity.novelty"] < 0.2 < 0.8 < refined["exclusivity.novelty"]
+    assert set(result["set_signals"]) == {"exclusivity.diversity", "shopper.any_tap"}
+    listing = httpx.get(served + "/v1/recipes", timeout=10).json()
+    assert {r["id"] for r in listing["recipes"]} == {"qualeqs", "qualeqs-blend"}

@@ -270,3 +270,42 @@ def test_the_readme_flags_are_openrlhf_0_11s(stub_service: ServerProcess) -> Non
     for old in (["--remote_rm_url", "http://x/get_reward"], ["--label_key", "query"]):
         with pytest.raises(SystemExit):  # renamed in 0.10.2: refused
             parser.parse_args([*old, *required])
+
+
+@pytest.mark.parametrize("via", ["endpoint", "file"])
+def test_a_pinned_recipe_reaches_openrlhf_with_every_signal(
+    stub_service: ServerProcess, smollm2: Path, monkeypatch: pytest.MonkeyPatch, via: str
+) -> None:
+    import httpx
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2)
+    if via == "endpoint":
+        url = f"{stub_service.url}/get_reward?group_size=4&fewshot_version=1&recipe=qualeqs-blend"
+    else:
+        url = str(Path(importlib.import_module("eqs_reward.client.openrlhf").__file__ or ""))
+        monkeypatch.setenv("EQS_REWARD_URL", stub_service.url)
+        monkeypatch.setenv("EQS_REWARD_GROUP_SIZE", "4")
+        monkeypatch.setenv("EQS_REWARD_FEWSHOT_VERSION", "1")
+        monkeypatch.setenv("EQS_REWARD_RECIPE", "qualeqs-blend")
+    executor = SingleTurnAgentExecutor(remote_rm_url=url)
+    label = f"blender recipe {via}"
+    outputs = run_group(executor, tokenizer, [text(GOOD), text(SHORT), text(GOOD)], label=label)
+    logs = outputs[0]["extra_logs"]
+    for name in ("judge.answerability", "exclusivity.novelty", "exclusivity.distinctness",
+                 "shopper.tap", "exclusivity.diversity", "shopper.any_tap"):  # fmt: skip
+        value = float(torch.tensor(logs[name]).flatten()[0])
+        assert 0.0 <= value <= 1.0, name
+    assert float(torch.tensor(logs["recipe:qualeqs-blend"]).flatten()[0]) == 1.0
+    direct = httpx.post(
+        stub_service.url + "/v1/score",
+        json={
+            "items": [{"context": {"query": label}, "completion": text(GOOD)}],
+            "options": {"recipe": "qualeqs-blend", "score_mode": "soft", "fewshot_version": 1},
+        },
+    ).json()["results"][0]
+    reward = float(torch.tensor(outputs[0]["reward"]).flatten()[0])
+    assert reward == pytest.approx(direct["reward"], rel=1e-5)
+    if executor.reward_func is not None:
+        client = executor.reward_func.__globals__["_client"]
+        if client is not None:
+            client.close()

@@ -278,3 +278,35 @@ def test_outside_a_trainer_groups_come_from_the_prompts(stub_service: ServerProc
 
     good, failed, short = asyncio.run(call())
     assert good == failed == pytest.approx(R_GOOD) and short == pytest.approx(R_SHORT)
+
+
+def test_a_pinned_recipe_logs_every_signal_in_trls_tables(
+    stub_service: ServerProcess, smollm2: Path, tmp_path: Path
+) -> None:
+    func = eqs_reward_func(stub_service.url, recipe="qualeqs-blend", fewshot_version=1)
+    trainer, script = make_trainer(smollm2, tmp_path, [func])
+    group = [text(GOOD), text(SHORT), text(BAD), text(GOOD)]
+    out = score_group(trainer, script, group)
+    signals = ["judge.answerability", "judge.factuality", "judge.information_gain",
+               "exclusivity.novelty", "exclusivity.distinctness", "shopper.tap",
+               "exclusivity.diversity", "shopper.any_tap"]  # fmt: skip
+    extra = trainer._logs["extra"]  # TRL's completions table: a column per signal
+    metrics = trainer._metrics["train"]
+    for name in signals:
+        assert len(extra[name]) == 4, name
+        # The failed sample: the LLM heads failed on it (NaN), the embeddings did not.
+        assert math.isnan(extra[name][2]) == (not name.startswith("exclusivity.")), name
+        assert f"eqs/{name}" in metrics, name
+    assert metrics["eqs/recipe_version"] == [1.0]
+    # TRL's rewards are the service's under that recipe.
+    direct = httpx.post(
+        stub_service.url + "/v1/score",
+        json={
+            "items": [{"context": {"query": "blender"}, "completion": text(GOOD)}],
+            "options": {"recipe": "qualeqs-blend", "score_mode": "soft", "fewshot_version": 1},
+        },
+    ).json()["results"][0]
+    rewards = trainer._logs["rewards"]["eqs_reward"]
+    assert rewards[0] == pytest.approx(direct["reward"], rel=1e-5)
+    assert out["advantages"][2].item() == 0.0
+    close(func, trainer)

@@ -51,7 +51,10 @@ BAD = [f"{FAILME} blenders?", f"{FAILME} glass ones?", f"{FAILME} quiet ones?"]
 R_GOOD, R_SHORT = 0.9**3, 0.9 * 0.9 * 0.1
 ADAPTER = Path(importlib.import_module("eqs_reward.client.verl").__file__ or "")
 KEYS = {"score", "answerability", "factuality", "information_gain", "format_reward", "failed",
-        "fewshot_version"}  # fmt: skip
+        "fewshot_version",
+        # added with reward heads: the recipe and its heads' signals (the default's: the judge's)
+        "recipe:qualeqs", "recipe_version",
+        "judge.answerability", "judge.factuality", "judge.information_gain"}  # fmt: skip
 
 
 def text(options: list[str]) -> str:

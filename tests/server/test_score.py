@@ -26,6 +26,13 @@ def test_contract_shape_and_numbers(client: TestClient, stub: StubJudge) -> None
         "prompt_version": "qualeqs-v2",
         "fewshot_version": 1,
         "score_mode": "binary",
+        # added with reward heads (contract): the recipe and the signals its heads give
+        "recipe": {
+            "id": "qualeqs",
+            "version": 1,
+            "signals": ["judge.answerability", "judge.factuality", "judge.information_gain"],
+            "set_signals": [],
+        },
     }
     (result,) = data["results"]
     assert result["id"] == "g1" and result["status"] == "ok" and result["format_reward"] == 1.0
@@ -43,7 +50,14 @@ def test_contract_shape_and_numbers(client: TestClient, stub: StubJudge) -> None
         "information_gain": 1.0,
         "reward": 1.0,
         "reason": None,
+        # added with reward heads (contract): the default recipe's one head is the judge
+        "signals": {
+            "judge.answerability": 1.0,
+            "judge.factuality": 1.0,
+            "judge.information_gain": 1.0,
+        },
     }
+    assert result["set_signals"] == {}
     assert stub.calls == 3
 
 
