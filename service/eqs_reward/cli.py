@@ -372,6 +372,105 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _catalog_backend(args: argparse.Namespace) -> Any:
+    from eqs_reward.catalog import open_catalog
+
+    overrides = {}
+    if args.backend:
+        overrides["catalog_backend"] = args.backend
+    if args.postgres_url:
+        overrides["catalog_postgres_url"] = args.postgres_url
+    settings = _settings(**overrides)
+    if settings.catalog_backend == "none":
+        raise ValueError("EQS_REWARD_CATALOG_BACKEND=none: no catalog to load into")
+    return open_catalog(settings.catalog_backend, settings.data_dir, settings.catalog_postgres_url)
+
+
+def cmd_catalog_load(args: argparse.Namespace) -> int:
+    """Read and check the whole file first: one bad row loads nothing."""
+    from eqs_reward import _resources
+    from eqs_reward.catalog import CatalogError, read_products
+
+    if args.demo == (args.file is not None):
+        raise ValueError("give a FILE or --demo (the project's demo catalog), not both")
+    path = _resources.demo_dir() / "catalog.jsonl" if args.demo else Path(args.file)
+    try:
+        products = read_products(path)
+    except CatalogError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    backend = _catalog_backend(args)
+
+    async def load() -> Any:
+        try:
+            return await backend.load(products)
+        finally:
+            await backend.close()
+
+    info = asyncio.run(load())
+    print(
+        f"catalog version {info.version} loaded into {backend.name}: {info.count} products "
+        f"(digest {info.digest}); running services pick it up within 5 s"
+    )
+    return 0
+
+
+def cmd_catalog_show(args: argparse.Namespace) -> int:
+    backend = _catalog_backend(args)
+
+    async def show() -> Any:
+        try:
+            return await backend.active()
+        finally:
+            await backend.close()
+
+    info = asyncio.run(show())
+    if info is None:
+        print("no catalog loaded (eqs-reward catalog load FILE)")
+        return 1
+    print(json.dumps({"backend": backend.name, **info.to_dict()}, indent=2))
+    return 0
+
+
+def cmd_clicks_fit(args: argparse.Namespace) -> int:
+    require("server", "clicks fit")
+    from eqs_reward import _resources
+    from eqs_reward.clicks import ClickLogError, ClickStore, fit_click_model, read_impressions
+
+    if args.demo == (args.logs is not None):
+        raise ValueError("give LOGS.jsonl or --demo (the project's demo logs), not both")
+    path = _resources.demo_dir() / "clicks.jsonl" if args.demo else Path(args.logs)
+    try:
+        model = fit_click_model(read_impressions(path), min_clicks=args.min_clicks)
+    except ClickLogError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    report = model.report
+    print(
+        f"{report['impressions']} impressions, {report['clicks']} clicks; held-out contexts: "
+        f"{report['held_out_impressions']} impressions, ROC AUC {report['held_out_roc_auc']:.3f}, "
+        f"Brier {report['held_out_brier']:.3f}"
+    )
+    print("calibration (held out): predicted -> observed click rate")
+    for row in report["calibration"]:
+        print(f"  {row['predicted']:.3f} -> {row['observed']:.3f}")
+    if args.dry_run:
+        print("dry run: nothing stored")
+        return 0
+    settings = _settings()
+    path = ClickStore(settings.data_dir / "clicks").save(model)
+    print(f"stored as click model version {model.version}: {path}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from eqs_reward.offline.demo import write_demo
+
+    catalog, clicks = write_demo(Path(args.out))
+    print(f"wrote {catalog} and {clicks} (synthetic demo data made by this project)")
+    return 0
+
+
 def cmd_heads_report(args: argparse.Namespace) -> int:
     require("server", "heads-report")
     from eqs_reward.offline import heads_report
@@ -632,6 +731,35 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--cases", required=True, help="labeled cases JSONL")
     calibrate.add_argument("--fewshot-version", type=int, default=None)
     calibrate.set_defaults(func=cmd_calibrate)
+
+    catalog = sub.add_parser("catalog", help="the shop's catalog for the retrieval head [server]")
+    catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True)
+    for name, func, text in (
+        ("load", cmd_catalog_load, "load products (JSONL, CSV or Parquet) as a new version"),
+        ("show", cmd_catalog_show, "the catalog being served"),
+    ):
+        command = catalog_sub.add_parser(name, help=text)
+        if name == "load":
+            command.add_argument("file", nargs="?", default=None, help="products file")
+            command.add_argument("--demo", action="store_true", help="the project's demo catalog")
+        command.add_argument(
+            "--backend", choices=["sqlite", "postgres"], default=None, help="default: settings"
+        )
+        command.add_argument("--postgres-url", default=None, help="EQS_REWARD_CATALOG_POSTGRES_URL")
+        command.set_defaults(func=func)
+
+    clicks = sub.add_parser("clicks", help="the click model head [server]")
+    clicks_sub = clicks.add_subparsers(dest="clicks_command", required=True)
+    fit = clicks_sub.add_parser("fit", help="fit a click model on impression logs; store it")
+    fit.add_argument("logs", nargs="?", default=None, help="JSONL impressions")
+    fit.add_argument("--demo", action="store_true", help="the project's demo logs")
+    fit.add_argument("--min-clicks", type=int, default=100)
+    fit.add_argument("--dry-run", action="store_true", help="report only, store nothing")
+    fit.set_defaults(func=cmd_clicks_fit)
+
+    demo = sub.add_parser("demo", help="write the demo catalog and click logs")
+    demo.add_argument("--out", default="demo")
+    demo.set_defaults(func=cmd_demo)
 
     bank = sub.add_parser("bank", help="the versioned few-shot bank")
     bank_sub = bank.add_subparsers(dest="bank_command", required=True)

@@ -22,10 +22,11 @@ def refuse(*args, **kwargs):
 
 socket.socket.connect = refuse
 socket.create_connection = refuse
+from eqs_reward.judge.cases import Context
 from eqs_reward.server.heads import ExclusivityHead, WordLlamaEmbedder
 
 head = ExclusivityHead(WordLlamaEmbedder())
-per, sets = asyncio.run(head.score([(["I want to buy a router"], [
+per, sets = asyncio.run(head.score([(Context(query="I want to buy a router"), [
     "What kind of router do you want to buy?",
     "Which Wi-Fi 6 routers under $100 cover a 3-bedroom house?",
 ])]))[0]

@@ -129,7 +129,7 @@ def test_every_compose_variable_is_documented_and_secrets_are_required() -> None
     example = (ROOT / ".env.example").read_text()
     documented = set(re.findall(r"^([A-Z0-9_]+)=", example, re.M))
     assert used <= documented, used - documented
-    for secret in ("EQS_REWARD_ADMIN_TOKEN", "GRAFANA_ADMIN_PASSWORD"):
+    for secret in ("EQS_REWARD_ADMIN_TOKEN", "GRAFANA_ADMIN_PASSWORD", "POSTGRES_PASSWORD"):
         assert re.search(r"\$\{" + secret + r":\?[^}]+\}", text), secret
 
 

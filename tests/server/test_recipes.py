@@ -133,6 +133,11 @@ def test_the_blended_recipe_returns_every_signal_and_combines_them_as_written(
         "version": 1,
         "signals": BLEND_SIGNALS,
         "set_signals": ["exclusivity.diversity", "shopper.any_tap"],
+        "heads": {
+            "judge": "qualeqs-v2",
+            "exclusivity": "exclusivity-v1/wordllama-l2_supercat-256/0.75-0.85",
+            "shopper": "shopper-v1",
+        },
     }
     for result in data["results"]:
         assert result["status"] == "ok"
@@ -189,7 +194,7 @@ def test_get_recipes_lists_them_with_their_heads(client: TestClient) -> None:
     data = response.json()
     assert data["default"] == "qualeqs"
     by_id = {r["id"]: r for r in data["recipes"]}
-    assert set(by_id) == {"qualeqs", "qualeqs-blend"}
+    assert set(by_id) == {"qualeqs", "qualeqs-blend", "qualeqs-grounded", "qualeqs-clicks"}
     assert list(by_id["qualeqs"]["heads"]) == ["judge"]
     blend = by_id["qualeqs-blend"]["heads"]
     assert blend["shopper"]["settings"] == {"prompt": "shopper-v1"}

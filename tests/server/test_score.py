@@ -32,6 +32,7 @@ def test_contract_shape_and_numbers(client: TestClient, stub: StubJudge) -> None
             "version": 1,
             "signals": ["judge.answerability", "judge.factuality", "judge.information_gain"],
             "set_signals": [],
+            "heads": {"judge": "qualeqs-v2"},
         },
     }
     (result,) = data["results"]

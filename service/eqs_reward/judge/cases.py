@@ -83,9 +83,17 @@ class Context(BaseModel):
     history: list[Turn] = Field(default_factory=list)
     profile: Text | None = None
     intent: Intent | None = None
+    viewed_products: list[Annotated[Text, Field(min_length=1, max_length=200)]] | None = Field(
+        default=None,
+        max_length=50,
+        description="ids or titles of products the shopper engaged with (for heads that ground "
+        "suggestions in the catalog; the judges do not see them)",
+    )
 
     def normalised(self) -> Context:
-        """The context as judged and keyed: whitespace folded in every free-text field."""
+        """The context as judged and keyed: whitespace folded in every free-text field. The
+        judges do not read ``viewed_products``, so it is left out (their cache keys do not
+        change with it); the catalog's heads read it from the request's context."""
         return Context.model_construct(
             query=normalise_text(self.query),
             history=[

@@ -33,9 +33,9 @@ import numpy as np
 
 from eqs_reward._jsonl import read_jsonl
 from eqs_reward.evaluation import roc_auc
-from eqs_reward.judge.cases import LabeledCase
+from eqs_reward.judge.cases import Context, LabeledCase
 from eqs_reward.offline.data import load_queries
-from eqs_reward.server.heads import Embedder, ExclusivityHead, context_texts
+from eqs_reward.server.heads import Embedder, ExclusivityHead
 
 __all__ = ["choose_ramp", "measure_exclusivity", "render_markdown"]
 
@@ -73,6 +73,10 @@ def _queries(count: int, seed: int) -> list[str]:
     queries = [q for q in load_queries() if 1 <= len(q.split()) <= 4 and q.isascii()]
     random.Random(seed).shuffle(queries)
     return queries[:count]
+
+
+def _ctx(query: str) -> Context:
+    return Context(query=query)
 
 
 def choose_ramp(paraphrase: Sequence[float], varied: Sequence[float]) -> tuple[float, float]:
@@ -117,12 +121,12 @@ async def measure_exclusivity(
     low, high = choose_ramp(sims["paraphrase"], sims["varied"])
     head = ExclusivityHead(embedder, low=low, high=high)
 
-    scored = await head.score([([q], s) for q, s in zip(chosen, paraphrase_sets, strict=True)])
+    scored = await head.score([(_ctx(q), s) for q, s in zip(chosen, paraphrase_sets, strict=True)])
     para_div = [signals["diversity"] for _, signals in scored]
-    scored = await head.score([([q], s) for q, s in zip(chosen, varied_sets, strict=True)])
+    scored = await head.score([(_ctx(q), s) for q, s in zip(chosen, varied_sets, strict=True)])
     varied_div = [signals["diversity"] for _, signals in scored]
     probes = [
-        ([q], [t.format(q=q)]) for q in chosen for t in (*ECHOES, *REFINEMENTS)
+        (_ctx(q), [t.format(q=q)]) for q in chosen for t in (*ECHOES, *REFINEMENTS)
     ]  # one suggestion per set: novelty only
     novelty = [per[0]["novelty"] for per, _ in await head.score(probes)]
     novelty_labels = ([0] * len(ECHOES) + [1] * len(REFINEMENTS)) * len(chosen)
@@ -153,7 +157,7 @@ async def measure_exclusivity(
     }
     if cases_path is not None and cases_path.is_file():
         cases = [LabeledCase.model_validate(row) for row in read_jsonl(cases_path)]
-        items = [(context_texts(c.context), [c.suggestion]) for c in cases]
+        items = [(c.context, [c.suggestion]) for c in cases]
         scores = [per[0]["novelty"] for per, _ in await head.score(items)]
         labels = [c.labels.information_gain for c in cases]
         report["labelled_cases"] = {

@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from eqs_reward._version import __version__
+from eqs_reward.catalog import open_catalog
 from eqs_reward.judge import JudgeClient, JudgePrompt
 from eqs_reward.judge.cases import load_seed_examples
 from eqs_reward.judge.embedded import EmbeddedJudge
@@ -111,7 +112,13 @@ async def init_app_state(app: FastAPI, stack: AsyncExitStack) -> None:
         )
         metrics.redis_up.set(1)
         stack.push_async_callback(redis_tier.close)
-    scoring = ScoringService(settings, judge, bank, prompt, metrics, redis_tier)
+    catalog = None
+    if settings.catalog_backend != "none":
+        catalog = open_catalog(
+            settings.catalog_backend, settings.data_dir, settings.catalog_postgres_url
+        )
+        stack.push_async_callback(catalog.close)
+    scoring = ScoringService(settings, judge, bank, prompt, metrics, redis_tier, catalog=catalog)
     stack.push_async_callback(scoring.inflight.drain)
     active = await bank.active()
     metrics.fewshot_version.set(active.version)

@@ -44,11 +44,15 @@ HEAD_SIGNALS: dict[str, tuple[str, ...]] = {
     "judge": ("answerability", "factuality", "information_gain"),
     "shopper": ("tap",),
     "exclusivity": ("novelty", "distinctness"),
+    "retrieval": ("hits", "match", "budget", "brand", "consistency"),
+    "clicks": ("p_click",),
 }
 HEAD_SET_SIGNALS: dict[str, tuple[str, ...]] = {
     "judge": (),
     "shopper": ("any_tap",),
     "exclusivity": ("diversity",),
+    "retrieval": ("diversity", "coverage"),
+    "clicks": ("any_click",),
 }
 #: The settings a recipe may give each head (``[heads.shopper] prompt = "shopper-v1"``), with
 #: their types. The judge's prompt is the server's (``EQS_REWARD_PROMPT_VERSION``).
@@ -56,6 +60,8 @@ HEAD_SETTINGS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "judge": {},
     "shopper": {"prompt": str},
     "exclusivity": {"low": (int, float), "high": (int, float)},
+    "retrieval": {"depth": int},
+    "clicks": {},
 }
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")

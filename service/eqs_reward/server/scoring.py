@@ -21,10 +21,11 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+from eqs_reward.catalog import CatalogBackend
 from eqs_reward.judge import (
     JudgeClient,
     JudgeError,
@@ -43,7 +44,7 @@ from eqs_reward.rewards import (
 )
 from eqs_reward.server.bank._stores import BankVersion, FewshotBank, VersionNotFoundError
 from eqs_reward.server.cache import LRUCache, RedisTier, SingleFlight, score_key
-from eqs_reward.server.errors import InvalidRequestError
+from eqs_reward.server.errors import InvalidRequestError, UnavailableError
 from eqs_reward.server.groups import GroupMemory
 from eqs_reward.server.guard import Guard
 from eqs_reward.server.heads import (
@@ -52,10 +53,17 @@ from eqs_reward.server.heads import (
     LLMHead,
     OpenAIEmbedder,
     WordLlamaEmbedder,
-    context_texts,
 )
+from eqs_reward.server.heads.clicks import ClickModelUnavailableError, ClicksHead
+from eqs_reward.server.heads.retrieval import CatalogUnavailableError, RetrievalHead
 from eqs_reward.server.metrics import Metrics
-from eqs_reward.server.recipes import HEAD_SIGNALS, Recipe, RecipeError, load_recipes
+from eqs_reward.server.recipes import (
+    HEAD_SET_SIGNALS,
+    HEAD_SIGNALS,
+    Recipe,
+    RecipeError,
+    load_recipes,
+)
 from eqs_reward.server.schemas import ScoreItem, ScoreOptions, ScoreRequest
 from eqs_reward.server.settings import Settings
 from eqs_reward.types import (
@@ -126,17 +134,28 @@ class _Case:
     suggestion: str
 
 
+class ComputedHead(Protocol):
+    """A head computed here rather than asked of the judge (exclusivity, retrieval, clicks):
+    all items of a request at once, per-suggestion signals and set signals for each."""
+
+    name: str
+
+    async def score(
+        self, items: Sequence[tuple[Context, Sequence[str]]]
+    ) -> list[tuple[list[dict[str, float]], dict[str, float]]]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class _Plan:
-    """A recipe with its heads built: the LLM heads in call order, and the exclusivity head."""
+    """A recipe with its heads built: the LLM heads in call order, the computed heads."""
 
     recipe: Recipe
     llm_heads: tuple[LLMHead, ...]
-    exclusivity: ExclusivityHead | None
+    computed: tuple[ComputedHead, ...]
 
 
-#: Per item: the exclusivity head's per-suggestion and set signals, or a failure reason.
-_Exclusive = tuple[list[dict[str, float]], dict[str, float]] | str
+#: Per item and computed head: its per-suggestion and set signals, or a failure reason.
+_Computed = tuple[list[dict[str, float]], dict[str, float]] | str
 
 
 @dataclass(slots=True)
@@ -160,6 +179,7 @@ class ScoringService:
         guard: Guard | None = None,
         recipes: dict[str, Recipe] | None = None,
         embedder: Embedder | None = None,
+        catalog: CatalogBackend | None = None,
     ) -> None:
         self.settings = settings
         self.guard = guard or Guard.load(
@@ -190,6 +210,9 @@ class ScoringService:
                 f"(known: {sorted(self.recipes)})"
             )
         self._embedder = embedder
+        self.catalog = catalog
+        self._retrieval: dict[int, RetrievalHead] = {}
+        self.clicks = ClicksHead(settings.data_dir / "clicks")
         self.plans = {name: self._plan(recipe) for name, recipe in self.recipes.items()}
 
     # -- 0. recipes and heads -------------------------------------------------------------------
@@ -211,7 +234,7 @@ class ScoringService:
 
     def _plan(self, recipe: Recipe) -> _Plan:
         llm: list[LLMHead] = []
-        exclusivity = None
+        computed: list[ComputedHead] = []
         for name, head_settings in recipe.heads.items():
             if name == "judge":
                 llm.append(LLMHead("judge", self.prompt, uses_bank=True))
@@ -227,16 +250,51 @@ class ScoringService:
                 llm.append(LLMHead("shopper", prompt, uses_bank=False))
             elif name == "exclusivity":
                 try:
-                    exclusivity = ExclusivityHead(
-                        _LazyEmbedder(self),
-                        low=float(head_settings.get("low", ExclusivityHead.LOW)),
-                        high=float(head_settings.get("high", ExclusivityHead.HIGH)),
+                    computed.append(
+                        ExclusivityHead(
+                            _LazyEmbedder(self),
+                            low=float(head_settings.get("low", ExclusivityHead.LOW)),
+                            high=float(head_settings.get("high", ExclusivityHead.HIGH)),
+                        )
                     )
                 except ValueError as exc:
                     raise RecipeError(f"recipe {recipe.key}: exclusivity: {exc}") from exc
+            elif name == "retrieval":
+                depth = int(head_settings.get("depth", 10))
+                if not 1 <= depth <= 100:
+                    raise RecipeError(f"recipe {recipe.key}: retrieval depth must be 1 to 100")
+                if self.catalog is not None and depth not in self._retrieval:
+                    self._retrieval[depth] = RetrievalHead(self.catalog, depth)
+                computed.append(_Deferred("retrieval", self._retrieval.get, depth))
+            elif name == "clicks":
+                computed.append(self.clicks)
         if "judge" in recipe.heads and self.prompt.output.names != HEAD_SIGNALS["judge"]:
             raise RecipeError(f"prompt {self.prompt.version} does not answer the judge's signals")
-        return _Plan(recipe, tuple(llm), exclusivity)
+        return _Plan(recipe, tuple(llm), tuple(computed))
+
+    async def _check_available(self, plan: _Plan) -> None:
+        """503 when a head of the recipe has nothing to work from (no catalog loaded, no click
+        model fitted): a configuration to fix, not a failure to flag on every suggestion."""
+        for head in plan.computed:
+            try:
+                if isinstance(head, _Deferred):
+                    await head.resolve().info()
+                elif isinstance(head, ClicksHead):
+                    head.model()
+            except (CatalogUnavailableError, ClickModelUnavailableError) as exc:
+                raise UnavailableError(f"recipe {plan.recipe.key}: {exc}") from exc
+
+    async def head_versions(self, plan: _Plan) -> dict[str, str]:
+        """Each head's own version (prompt, embedder and ramp, catalog, click model)."""
+        versions = {head.name: head.version for head in plan.llm_heads}
+        for head in plan.computed:
+            if isinstance(head, ExclusivityHead):
+                versions[head.name] = head.version
+            elif isinstance(head, _Deferred):
+                versions[head.name] = await head.resolve().version()
+            elif isinstance(head, ClicksHead):
+                versions[head.name] = await head.version()
+        return versions
 
     def resolve_recipe(self, name: str | None) -> _Plan:
         """The plan of a named recipe, or of the default one (422 for an unknown name)."""
@@ -274,6 +332,7 @@ class ScoringService:
         deadline = started + self.settings.request_deadline_s
         options = request.options
         plan = self.resolve_recipe(options.recipe)
+        await self._check_available(plan)
         if bank_version is None:
             bank_version = await self.resolve_version(options.fewshot_version)
         cases: dict[str, _Case] = {}
@@ -282,22 +341,24 @@ class ScoringService:
         missing = [key for key in cases if key not in outcomes]
         if missing and admit is not None:
             admit(sum(1 for key in missing if key not in self.inflight))
-        exclusive = (
-            asyncio.ensure_future(self._exclusivity(plan.exclusivity, items, deadline))
-            if plan.exclusivity is not None
-            else None
-        )
+        computing = [
+            asyncio.ensure_future(self._computed(head, items, deadline)) for head in plan.computed
+        ]
         if missing:
             calls = {
                 key: self._start_call(key, bank_version, cases[key], options.score_mode)
                 for key in missing
             }
             outcomes.update(await self._wait_calls(calls, deadline))
-        sets = await exclusive if exclusive is not None else [None] * len(items)
+        by_head = [await task for task in computing]
+        computed = [
+            {head.name: results[n] for head, results in zip(plan.computed, by_head, strict=True)}
+            for n in range(len(items))
+        ]
         self.metrics.cache_entries.set(len(self.cache))
         results = [
-            self._result(plan, item, outcomes, excl, options.on_failure)
-            for item, excl in zip(items, sets, strict=True)
+            self._result(plan, item, outcomes, extra, options.on_failure)
+            for item, extra in zip(items, computed, strict=True)
         ]
         if options.group_size is not None:
             results = await self._fill_groups(items, results, options, started, deadline)
@@ -313,6 +374,7 @@ class ScoringService:
                     "version": plan.recipe.version,
                     "signals": list(plan.recipe.signals),
                     "set_signals": list(plan.recipe.set_signals),
+                    "heads": await self.head_versions(plan),
                 },
             ),
         )
@@ -506,33 +568,33 @@ class ScoringService:
             self.redis.put(key, verdict.scores)
         return verdict.scores
 
-    async def _exclusivity(
-        self, head: ExclusivityHead, items: list[_Item], deadline: float
-    ) -> list[_Exclusive]:
-        """The exclusivity head over every item at once (one embedding batch); on any failure
+    async def _computed(
+        self, head: ComputedHead, items: list[_Item], deadline: float
+    ) -> list[_Computed]:
+        """A computed head over every item at once (one embedding batch, say); on any failure
         every item gets the reason instead (its suggestions fail, flagged, nothing cached)."""
         limit = self.settings.max_suggestions_per_item
         batch = [
-            (
-                context_texts(item.context),
-                [normalise_text(slot.text) for slot in item.slots[:limit]],
-            )
+            (item.item.context, [normalise_text(slot.text) for slot in item.slots[:limit]])
             for item in items
         ]
         m = self.metrics
         started = time.perf_counter()
         reason: str
         try:
+            runner = head.resolve() if isinstance(head, _Deferred) else head
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                return list(await head.score(batch))
+                return list(await runner.score(batch))
         except TimeoutError:
             reason = "deadline"
-        except Exception as exc:  # an embedder fault costs these suggestions, not the request
-            log.warning("exclusivity head failed: %r", exc)
-            reason = "embedding"
+        except (CatalogUnavailableError, ClickModelUnavailableError):
+            reason = "unavailable"
+        except Exception as exc:  # a head's fault costs these suggestions, not the request
+            log.warning("%s head failed: %r", head.name, exc)
+            reason = _REASONS.get(head.name, "error")
         finally:
-            m.head_duration.labels("exclusivity").observe(time.perf_counter() - started)
-        m.head_failures.labels("exclusivity", reason).inc()
+            m.head_duration.labels(head.name).observe(time.perf_counter() - started)
+        m.head_failures.labels(head.name, reason).inc()
         return [reason] * len(items)
 
     # -- 4. groups of samples sent one at a time ------------------------------------------------
@@ -570,7 +632,7 @@ class ScoringService:
         plan: _Plan,
         prepared: _Item,
         outcomes: dict[str, _Outcome],
-        exclusive: _Exclusive | None,
+        computed: dict[str, _Computed],
         on_failure: OnFailure,
     ) -> ItemResult:
         m = self.metrics
@@ -594,7 +656,7 @@ class ScoringService:
                 m.failures.labels(reason).inc()
                 m.guard_refusals.labels(reason).inc()
                 continue
-            signals, cached, failure = self._signals(plan, slot, outcomes, exclusive, index)
+            signals, cached, failure = self._signals(plan, slot, outcomes, computed, index)
             if failure is not None:
                 failed += 1
                 suggestions.append(
@@ -623,7 +685,7 @@ class ScoringService:
                 if name.startswith("judge."):
                     m.dimension.labels(name[len("judge.") :]).observe(value)
 
-        set_signals = self._set_signals(plan, suggestions, exclusive, on_failure)
+        set_signals = self._set_signals(plan, suggestions, computed, on_failure)
         status: ResultStatus = (
             "ok" if failed == 0 else ("failed" if failed == len(prepared.slots) else "partial")
         )
@@ -655,7 +717,7 @@ class ScoringService:
         plan: _Plan,
         slot: _Slot,
         outcomes: dict[str, _Outcome],
-        exclusive: _Exclusive | None,
+        computed: dict[str, _Computed],
         index: int,
     ) -> tuple[dict[str, float | None], bool, str | None]:
         """One suggestion's signals (None where its head failed), whether every LLM head's
@@ -672,14 +734,15 @@ class ScoringService:
             else:
                 signals.update(zip(names, outcome.scores, strict=True))
                 cached = cached and outcome.cached
-        if plan.exclusivity is not None:
-            names = [f"exclusivity.{n}" for n in HEAD_SIGNALS["exclusivity"]]
-            if isinstance(exclusive, str) or exclusive is None:
-                failure = failure or (exclusive or "embedding")
+        for computed_head in plan.computed:
+            name = computed_head.name
+            names = [f"{name}.{n}" for n in HEAD_SIGNALS[name]]
+            result = computed.get(name, "error")
+            if isinstance(result, str):
+                failure = failure or result
                 signals.update(dict.fromkeys(names, None))
-            elif index < len(exclusive[0]):
-                per = exclusive[0][index]
-                signals.update({f"exclusivity.{n}": v for n, v in per.items()})
+            elif index < len(result[0]):
+                signals.update({f"{name}.{n}": v for n, v in result[0][index].items()})
             else:  # past the per-item limit: refused earlier, never reaches here
                 failure = failure or "too_many"
         ordered = {name: signals.get(name) for name in plan.recipe.signals}  # the recipe's order
@@ -689,7 +752,7 @@ class ScoringService:
     def _set_signals(
         plan: _Plan,
         suggestions: list[SuggestionScore],
-        exclusive: _Exclusive | None,
+        computed: dict[str, _Computed],
         on_failure: OnFailure,
     ) -> dict[str, float | None]:
         out: dict[str, float | None] = {}
@@ -710,13 +773,41 @@ class ScoringService:
                     continue
                 missed *= 1.0 - tap
             out["shopper.any_tap"] = None if missed is None else 1.0 - missed
-        if plan.exclusivity is not None:
-            out["exclusivity.diversity"] = (
-                None
-                if exclusive is None or isinstance(exclusive, str)
-                else exclusive[1]["diversity"]
+        for head in plan.computed:
+            result = computed.get(head.name, "error")
+            for name in HEAD_SET_SIGNALS[head.name]:
+                out[f"{head.name}.{name}"] = None if isinstance(result, str) else result[1][name]
+        return {name: out.get(name) for name in plan.recipe.set_signals}  # the recipe's order
+
+
+#: Why a computed head failed, when it raised something unexpected.
+_REASONS = {"exclusivity": "embedding", "retrieval": "catalog", "clicks": "click_model"}
+
+
+class _Deferred:
+    """A head made when its backend is: the retrieval head exists only with a catalog
+    configured (``resolve`` raises ``CatalogUnavailableError`` otherwise)."""
+
+    def __init__(self, name: str, find: Callable[[int], Any], key: int) -> None:
+        self.name = name
+        self._find = find
+        self._key = key
+
+    def resolve(self) -> Any:
+        head = self._find(self._key)
+        if head is None:
+            raise CatalogUnavailableError(
+                "no catalog backend is configured (EQS_REWARD_CATALOG_BACKEND)"
             )
-        return out
+        return head
+
+    async def score(
+        self, items: Sequence[tuple[Context, Sequence[str]]]
+    ) -> list[tuple[list[dict[str, float]], dict[str, float]]]:
+        result: list[tuple[list[dict[str, float]], dict[str, float]]] = await self.resolve().score(
+            items
+        )
+        return result
 
 
 class _LazyEmbedder:

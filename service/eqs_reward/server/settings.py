@@ -107,6 +107,14 @@ class Settings(BaseSettings):
     embeddings_model: str = Field(default="", description="the model name at embeddings_url")
     embeddings_api_key: str | None = None
     embeddings_timeout_s: float = Field(default=30.0, gt=0)
+    catalog_backend: Literal["sqlite", "postgres", "none"] = Field(
+        default="sqlite",
+        description="the retrieval head's catalog: sqlite (FTS5, a file in data_dir; one "
+        "replica), postgres (full-text search, shared by replicas) or none",
+    )
+    catalog_postgres_url: str | None = Field(
+        default=None, description="postgresql://... for catalog_backend=postgres"
+    )
 
     # --- cache -------------------------------------------------------------------------------
     cache_max_entries: int = Field(default=100_000, ge=0, description="in-process LRU size")
@@ -181,6 +189,14 @@ class Settings(BaseSettings):
             raise ValueError(
                 "EQS_REWARD_FEWSHOT_GATE_TOLERANCE needs EQS_REWARD_FEWSHOT_GATE_CASES, a JSONL "
                 "file of labeled cases"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _postgres_needs_a_url(self) -> Settings:
+        if self.catalog_backend == "postgres" and not self.catalog_postgres_url:
+            raise ValueError(
+                "EQS_REWARD_CATALOG_BACKEND=postgres needs EQS_REWARD_CATALOG_POSTGRES_URL"
             )
         return self
 

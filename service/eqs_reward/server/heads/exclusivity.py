@@ -185,14 +185,15 @@ class ExclusivityHead:
         return min(1.0, max(0.0, (self.high - similarity) / (self.high - self.low)))
 
     async def score(
-        self, items: Sequence[tuple[Sequence[str], Sequence[str]]]
+        self, items: Sequence[tuple[Context, Sequence[str]]]
     ) -> list[tuple[list[dict[str, float]], dict[str, float]]]:
-        """For each item (context texts, suggestions): per-suggestion signals and set signals."""
-        texts = [t for context, suggestions in items for t in (*context, *suggestions)]
+        """For each item (its context, its suggestions): per-suggestion and set signals."""
+        pairs = [(context_texts(context), list(suggestions)) for context, suggestions in items]
+        texts = [t for context, suggestions in pairs for t in (*context, *suggestions)]
         vectors = await self.embedder.embed(texts) if texts else np.zeros((0, 1))
         rows = {t: vectors[n] for n, t in enumerate(texts)}
         out = []
-        for context, suggestions in items:
+        for context, suggestions in pairs:
             own = np.stack([rows[s] for s in suggestions]) if suggestions else np.zeros((0, 1))
             ctx = np.stack([rows[c] for c in context]) if context else None
             per: list[dict[str, float]] = []
@@ -205,11 +206,11 @@ class ExclusivityHead:
                         "distinctness": self._distance(max(others)) if others else 1.0,
                     }
                 )
-            pairs = [
+            pairs_distance = [
                 self._distance(float(own[a] @ own[b]))
                 for a in range(len(suggestions))
                 for b in range(a + 1, len(suggestions))
             ]
-            diversity = math.fsum(pairs) / len(pairs) if pairs else 1.0
+            diversity = math.fsum(pairs_distance) / len(pairs_distance) if pairs_distance else 1.0
             out.append((per, {"diversity": diversity}))
         return out

@@ -1,0 +1,63 @@
+"""The click-model head: P(click) per suggestion from the operator's fitted click model
+(``eqs-reward clicks fit LOGS.jsonl``), and GQR's ``1 - prod(1 - p_k)`` for the list."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from eqs_reward.clicks import ClickModel, ClickStore, Impression, any_click
+from eqs_reward.judge.cases import Context
+
+__all__ = ["ClickModelUnavailableError", "ClicksHead"]
+
+
+class ClickModelUnavailableError(RuntimeError):
+    """No click model has been fitted (``eqs-reward clicks fit LOGS.jsonl``)."""
+
+
+class ClicksHead:
+    """Serves the newest stored click model (re-read every few seconds, so a fit by another
+    process shows without a restart). A suggestion's position is its index in the list."""
+
+    name = "clicks"
+
+    def __init__(self, folder: Path) -> None:
+        self.store = ClickStore(folder)
+        self._model: ClickModel | None = None
+        self._checked = 0.0
+
+    def model(self) -> ClickModel:
+        if self._model is None or time.monotonic() - self._checked > 5.0:
+            versions = self.store.versions()
+            if versions and (self._model is None or self._model.version != versions[-1]):
+                self._model = self.store.latest()
+            self._checked = time.monotonic()
+        if self._model is None:
+            raise ClickModelUnavailableError(
+                "no click model is fitted: run 'eqs-reward clicks fit LOGS.jsonl'"
+            )
+        return self._model
+
+    async def version(self) -> str:
+        return f"clicks-v{self.model().version}"
+
+    async def score(
+        self, items: Sequence[tuple[Context, Sequence[str]]]
+    ) -> list[tuple[list[dict[str, float]], dict[str, float]]]:
+        model = self.model()
+        rows = [
+            Impression(context.query, text, position)
+            for context, suggestions in items
+            for position, text in enumerate(suggestions)
+        ]
+        probabilities = await asyncio.to_thread(model.predict, rows)
+        out = []
+        start = 0
+        for _, suggestions in items:
+            mine = probabilities[start : start + len(suggestions)]
+            start += len(suggestions)
+            out.append(([{"p_click": p} for p in mine], {"any_click": any_click(mine)}))
+        return out
