@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from pathlib import Path
 
 from eqs_reward._resources import queries_dir
 
-__all__ = ["load_queries", "queries_folder"]
+__all__ = ["HELD_OUT", "load_queries", "queries_folder", "split_queries"]
 
 
 def queries_folder() -> Path:
@@ -38,3 +39,17 @@ def load_queries(limit: int | None = None, folder: Path | None = None) -> list[s
         )
     queries = list(dict.fromkeys(queries))
     return queries[:limit] if limit else queries
+
+
+#: Held-out real queries for the per-stage evaluation: never trained on.
+HELD_OUT = 48
+
+
+def split_queries(train: int, held_out: int, seed: int) -> tuple[list[str], list[str]]:
+    """Training queries and held-out queries, disjoint, from the packaged real queries (2 to 6
+    words: what a shopper types into an assistant)."""
+    queries = [q for q in load_queries() if 2 <= len(q.split()) <= 6]
+    random.Random(seed).shuffle(queries)
+    if train + held_out > len(queries):
+        raise ValueError(f"{train} + {held_out} queries asked, {len(queries)} available")
+    return queries[:train], queries[len(queries) - held_out :]
