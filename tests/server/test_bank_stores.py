@@ -185,7 +185,9 @@ async def test_retire_then_add_back_keeps_every_version_readable(store: BankStor
 
 async def _store_size(store: BankStore) -> int:
     if isinstance(store, SQLiteBankStore):
-        await store._call(lambda: store._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)"))
+        # fetchall: a PRAGMA returns a row, and a cursor left holding it keeps its statement in
+        # progress, so the next write's COMMIT would fail whenever the cursor outlived the call.
+        await store._call(lambda: store._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
         return sum(f.stat().st_size for f in store.path.parent.glob(store.path.name + "*"))
     assert isinstance(store, RedisBankStore)
     total = 0
