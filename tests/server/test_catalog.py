@@ -194,7 +194,7 @@ async def test_a_new_catalog_version_changes_the_heads_version_and_its_cache(
     catalog: CatalogBackend,
 ) -> None:
     head = RetrievalHead(catalog)
-    first = await head.version()
+    first = await head.head_version()
     (before,) = await signals(head, "Any Netgear Wi-Fi 6 routers under $100?")
     rows = demo_catalog()
     rows.append(
@@ -210,7 +210,7 @@ async def test_a_new_catalog_version_changes_the_heads_version_and_its_cache(
     path_rows = [read_products_row(r) for r in rows]
     await catalog.load(path_rows)
     head._checked = 0.0  # as after the 5 s re-read
-    assert await head.version() != first
+    assert await head.head_version() != first
     (after,) = await signals(head, "Any Netgear Wi-Fi 6 routers under $100?")
     assert before["budget"] == 0.0 < after["budget"]
 

@@ -21,9 +21,9 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from eqs_reward.catalog import CatalogBackend
 from eqs_reward.judge import (
@@ -54,8 +54,9 @@ from eqs_reward.server.heads import (
     OpenAIEmbedder,
     WordLlamaEmbedder,
 )
-from eqs_reward.server.heads.clicks import ClickModelUnavailableError, ClicksHead
-from eqs_reward.server.heads.retrieval import CatalogUnavailableError, RetrievalHead
+from eqs_reward.server.heads._base import ComputedHead, HeadUnavailableError
+from eqs_reward.server.heads.clicks import ClicksHead
+from eqs_reward.server.heads.retrieval import RetrievalHead
 from eqs_reward.server.metrics import Metrics
 from eqs_reward.server.recipes import (
     HEAD_SET_SIGNALS,
@@ -124,7 +125,6 @@ class _Item:
     problem: str | None
     slots: list[_Slot]
     group_key: str
-    context: Context
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,17 +132,6 @@ class _Case:
     head: LLMHead
     context: Context
     suggestion: str
-
-
-class ComputedHead(Protocol):
-    """A head computed here rather than asked of the judge (exclusivity, retrieval, clicks):
-    all items of a request at once, per-suggestion signals and set signals for each."""
-
-    name: str
-
-    async def score(
-        self, items: Sequence[tuple[Context, Sequence[str]]]
-    ) -> list[tuple[list[dict[str, float]], dict[str, float]]]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +200,7 @@ class ScoringService:
             )
         self._embedder = embedder
         self.catalog = catalog
-        self._retrieval: dict[int, RetrievalHead] = {}
+        self._retrieval: dict[int, RetrievalHead] = {}  # one per search depth (shared cache)
         self.clicks = ClicksHead(settings.data_dir / "clicks")
         self.plans = {name: self._plan(recipe) for name, recipe in self.recipes.items()}
 
@@ -263,37 +252,25 @@ class ScoringService:
                 depth = int(head_settings.get("depth", 10))
                 if not 1 <= depth <= 100:
                     raise RecipeError(f"recipe {recipe.key}: retrieval depth must be 1 to 100")
-                if self.catalog is not None and depth not in self._retrieval:
+                if depth not in self._retrieval:
                     self._retrieval[depth] = RetrievalHead(self.catalog, depth)
-                computed.append(_Deferred("retrieval", self._retrieval.get, depth))
+                computed.append(self._retrieval[depth])
             elif name == "clicks":
                 computed.append(self.clicks)
         if "judge" in recipe.heads and self.prompt.output.names != HEAD_SIGNALS["judge"]:
             raise RecipeError(f"prompt {self.prompt.version} does not answer the judge's signals")
         return _Plan(recipe, tuple(llm), tuple(computed))
 
-    async def _check_available(self, plan: _Plan) -> None:
-        """503 when a head of the recipe has nothing to work from (no catalog loaded, no click
-        model fitted): a configuration to fix, not a failure to flag on every suggestion."""
-        for head in plan.computed:
-            try:
-                if isinstance(head, _Deferred):
-                    await head.resolve().info()
-                elif isinstance(head, ClicksHead):
-                    head.model()
-            except (CatalogUnavailableError, ClickModelUnavailableError) as exc:
-                raise UnavailableError(f"recipe {plan.recipe.key}: {exc}") from exc
-
     async def head_versions(self, plan: _Plan) -> dict[str, str]:
-        """Each head's own version (prompt, embedder and ramp, catalog, click model)."""
+        """Each head's own version (prompt, embedder and ramp, catalog, click model); 503 when
+        a head has nothing to work from (no catalog loaded, no click model fitted): a
+        configuration to fix, not a failure to flag on every suggestion."""
         versions = {head.name: head.version for head in plan.llm_heads}
         for head in plan.computed:
-            if isinstance(head, ExclusivityHead):
-                versions[head.name] = head.version
-            elif isinstance(head, _Deferred):
-                versions[head.name] = await head.resolve().version()
-            elif isinstance(head, ClicksHead):
-                versions[head.name] = await head.version()
+            try:
+                versions[head.name] = await head.head_version()
+            except HeadUnavailableError as exc:
+                raise UnavailableError(f"recipe {plan.recipe.key}: {exc}") from exc
         return versions
 
     def resolve_recipe(self, name: str | None) -> _Plan:
@@ -332,7 +309,7 @@ class ScoringService:
         deadline = started + self.settings.request_deadline_s
         options = request.options
         plan = self.resolve_recipe(options.recipe)
-        await self._check_available(plan)
+        head_versions = await self.head_versions(plan)
         if bank_version is None:
             bank_version = await self.resolve_version(options.fewshot_version)
         cases: dict[str, _Case] = {}
@@ -374,7 +351,7 @@ class ScoringService:
                     "version": plan.recipe.version,
                     "signals": list(plan.recipe.signals),
                     "set_signals": list(plan.recipe.set_signals),
-                    "heads": await self.head_versions(plan),
+                    "heads": head_versions,
                 },
             ),
         )
@@ -431,7 +408,7 @@ class ScoringService:
             context=context,
             suggestion="",
         )
-        return _Item(item, problem, slots, group_key, context)
+        return _Item(item, problem, slots, group_key)
 
     # -- 2. cache tiers -------------------------------------------------------------------------
     async def _lookup(self, cases: dict[str, _Case]) -> dict[str, _Outcome]:
@@ -582,12 +559,11 @@ class ScoringService:
         started = time.perf_counter()
         reason: str
         try:
-            runner = head.resolve() if isinstance(head, _Deferred) else head
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                return list(await runner.score(batch))
+                return list(await head.score(batch))
         except TimeoutError:
             reason = "deadline"
-        except (CatalogUnavailableError, ClickModelUnavailableError):
+        except HeadUnavailableError:  # it went away since the request's check
             reason = "unavailable"
         except Exception as exc:  # a head's fault costs these suggestions, not the request
             log.warning("%s head failed: %r", head.name, exc)
@@ -782,32 +758,6 @@ class ScoringService:
 
 #: Why a computed head failed, when it raised something unexpected.
 _REASONS = {"exclusivity": "embedding", "retrieval": "catalog", "clicks": "click_model"}
-
-
-class _Deferred:
-    """A head made when its backend is: the retrieval head exists only with a catalog
-    configured (``resolve`` raises ``CatalogUnavailableError`` otherwise)."""
-
-    def __init__(self, name: str, find: Callable[[int], Any], key: int) -> None:
-        self.name = name
-        self._find = find
-        self._key = key
-
-    def resolve(self) -> Any:
-        head = self._find(self._key)
-        if head is None:
-            raise CatalogUnavailableError(
-                "no catalog backend is configured (EQS_REWARD_CATALOG_BACKEND)"
-            )
-        return head
-
-    async def score(
-        self, items: Sequence[tuple[Context, Sequence[str]]]
-    ) -> list[tuple[list[dict[str, float]], dict[str, float]]]:
-        result: list[tuple[list[dict[str, float]], dict[str, float]]] = await self.resolve().score(
-            items
-        )
-        return result
 
 
 class _LazyEmbedder:

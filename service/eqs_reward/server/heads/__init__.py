@@ -7,6 +7,7 @@
   from the query and the conversation, how far from its closest sibling, and the set's spread.
 """
 
+from eqs_reward.server.heads._base import ComputedHead, HeadUnavailableError
 from eqs_reward.server.heads.exclusivity import (
     Embedder,
     EmbeddingError,
@@ -18,9 +19,11 @@ from eqs_reward.server.heads.exclusivity import (
 from eqs_reward.server.heads.llm import LLMHead
 
 __all__ = [
+    "ComputedHead",
     "Embedder",
     "EmbeddingError",
     "ExclusivityHead",
+    "HeadUnavailableError",
     "LLMHead",
     "OpenAIEmbedder",
     "WordLlamaEmbedder",

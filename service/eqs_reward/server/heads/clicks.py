@@ -10,11 +10,12 @@ from pathlib import Path
 
 from eqs_reward.clicks import ClickModel, ClickStore, Impression, any_click
 from eqs_reward.judge.cases import Context
+from eqs_reward.server.heads._base import HeadUnavailableError
 
 __all__ = ["ClickModelUnavailableError", "ClicksHead"]
 
 
-class ClickModelUnavailableError(RuntimeError):
+class ClickModelUnavailableError(HeadUnavailableError):
     """No click model has been fitted (``eqs-reward clicks fit LOGS.jsonl``)."""
 
 
@@ -41,7 +42,7 @@ class ClicksHead:
             )
         return self._model
 
-    async def version(self) -> str:
+    async def head_version(self) -> str:
         return f"clicks-v{self.model().version}"
 
     async def score(

@@ -181,6 +181,9 @@ class ExclusivityHead:
     def version(self) -> str:
         return f"exclusivity-v1/{self.embedder.name}/{self.low:g}-{self.high:g}"
 
+    async def head_version(self) -> str:
+        return self.version
+
     def _distance(self, similarity: float) -> float:
         return min(1.0, max(0.0, (self.high - similarity) / (self.high - self.low)))
 

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from eqs_reward.catalog import CatalogBackend, CatalogInfo, Product, brand_candidates, terms
 from eqs_reward.catalog._text import split_budget
 from eqs_reward.judge.cases import Context
+from eqs_reward.server.heads._base import HeadUnavailableError
 
 __all__ = ["CatalogUnavailableError", "RetrievalHead"]
 
@@ -45,8 +46,8 @@ _NOT_BRANDS = frozenset(
 )  # fmt: skip
 
 
-class CatalogUnavailableError(RuntimeError):
-    """No catalog is loaded (``eqs-reward catalog load FILE``)."""
+class CatalogUnavailableError(HeadUnavailableError):
+    """No catalog is configured or loaded (``eqs-reward catalog load FILE``)."""
 
 
 class RetrievalHead:
@@ -55,7 +56,9 @@ class RetrievalHead:
     name = "retrieval"
     RELEVANT = 0.5  # share of a suggestion's terms a product must match to count
 
-    def __init__(self, catalog: CatalogBackend, depth: int = 10, cache_size: int = 50_000) -> None:
+    def __init__(
+        self, catalog: CatalogBackend | None, depth: int = 10, cache_size: int = 50_000
+    ) -> None:
         self.catalog = catalog
         self.depth = depth
         self._cache: OrderedDict[tuple[str, tuple[str, ...]], list[Product]] = OrderedDict()
@@ -65,12 +68,20 @@ class RetrievalHead:
         self._brands: tuple[str, list[tuple[str, ...]]] | None = None
         self._lock = asyncio.Lock()
 
+    @property
+    def _backend(self) -> CatalogBackend:
+        if self.catalog is None:
+            raise CatalogUnavailableError(
+                "no catalog backend is configured (EQS_REWARD_CATALOG_BACKEND)"
+            )
+        return self.catalog
+
     async def info(self) -> CatalogInfo:
         """The active catalog, re-read every few seconds (a load by another process shows)."""
         if self._info is None or time.monotonic() - self._checked > 5.0:
             async with self._lock:
                 if self._info is None or time.monotonic() - self._checked > 5.0:
-                    self._info = await self.catalog.active()
+                    self._info = await self._backend.active()
                     self._checked = time.monotonic()
         if self._info is None:
             raise CatalogUnavailableError(
@@ -78,14 +89,14 @@ class RetrievalHead:
             )
         return self._info
 
-    async def version(self) -> str:
+    async def head_version(self) -> str:
         return f"retrieval-v1/{(await self.info()).key}/depth={self.depth}"
 
     async def _search(self, key: str, words: Sequence[str]) -> list[Product]:
         cache_key = (key, tuple(words))
         found = self._cache.get(cache_key)
         if found is None:
-            found = await self.catalog.search(words, self.depth)
+            found = await self._backend.search(words, self.depth)
             self._cache[cache_key] = found
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
@@ -95,7 +106,7 @@ class RetrievalHead:
 
     async def _known_brands(self, key: str) -> list[tuple[str, ...]]:
         if self._brands is None or self._brands[0] != key:
-            brands = [tuple(terms(b)) for b in await self.catalog.brands()]
+            brands = [tuple(terms(b)) for b in await self._backend.brands()]
             self._brands = (key, [b for b in brands if b])
         return self._brands[1]
 
@@ -114,13 +125,13 @@ class RetrievalHead:
         if any(tuple(c) in known for c in candidates):
             return 1.0
         for candidate in candidates:
-            if not await self.catalog.has_phrase(candidate):
+            if not await self._backend.has_phrase(candidate):
                 return 0.0  # named, and in no product of the shop
         return 1.0
 
     async def _viewed(self, key: str, viewed: Sequence[str]) -> set[str]:
         """Viewed products as catalog ids: an id as it is, else a title's best match."""
-        found = {p.id for p in await self.catalog.get(list(viewed))}
+        found = {p.id for p in await self._backend.get(list(viewed))}
         for entry in viewed:
             if entry in found:
                 continue
