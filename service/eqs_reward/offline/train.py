@@ -9,8 +9,9 @@ per-step rewards and dimensions and a PNG plot; transformers shows a progress ba
 or read from a file) through the service, takes the group disagreement u_q of each context, and
 writes the hard subset (top-N or above a threshold) and a histogram of u_q.
 
-``eqs-reward iterate --rounds K`` alternates the two: train on the base queries plus the last
-round's hard subset, then mine with the new policy; each round in its own folder.
+``eqs-reward iterate`` (``eqs_reward.offline.algorithm1``) runs the whole Algorithm 1: warm start
+(``eqs_reward.offline.warmstart``), then rounds of this GRPO and mining, with the paper's metrics
+after every stage.
 
 Heavy imports (torch, transformers, trl, matplotlib) happen inside the functions: the service
 itself never needs them.
@@ -22,8 +23,7 @@ import csv
 import json
 import logging
 import math
-import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from eqs_reward._jsonl import read_jsonl, write_jsonl
 from eqs_reward._paths import default_models_dir
 from eqs_reward._trainer_inputs import context_from
 from eqs_reward.client import RewardClient
-from eqs_reward.offline.data import HELD_OUT, load_queries, split_queries
+from eqs_reward.offline.data import HELD_OUT, split_queries
 from eqs_reward.rewards import parse_completion
 from eqs_reward.types import DIMENSIONS, ItemResult, ScoreMode
 
@@ -54,11 +54,13 @@ class TrainOptions:
     url: str = "http://127.0.0.1:8000"
     out: Path = Path("runs/train")
     steps: int = 20
-    batch_size: int = 4
+    batch_size: int = 8  # completions per step: 2 prompts x G
     group_size: int = 4  # GRPO's G (num_generations)
-    learning_rate: float = 1e-6  # the paper's actor lr
+    # Measured on this CPU after the warm start: 2e-5 lifts held-out format reward 0.82 -> 0.90 in
+    # 16 steps; the paper's actor lr, 1e-6 (for a GPU run of thousands of steps), moves nothing.
+    learning_rate: float = 2e-5
     beta: float = 0.001  # the paper's KL coefficient
-    max_completion_length: int = 64
+    max_completion_length: int = 80  # a warm-started answer takes 45-70 tokens
     temperature: float = 1.0
     prompts: int = 64
     extra_contexts: Path | None = None  # e.g. a previous round's hard subset
@@ -301,9 +303,15 @@ def sample_completions(
     temperature: float = 0.7,
     seed: int = 7,
     batch: int = 16,
+    messages: Callable[[str], list[dict[str, str]]] = prompt_messages,
+    prefix: str = "",
 ) -> list[list[str]]:
     """``per_query`` completions of the generation prompt per query, generated in left-padded
-    batches (on a 2-core CPU, batching is most of the speed)."""
+    batches (on a 2-core CPU, batching is most of the speed).
+
+    ``messages`` builds the chat for a query (default: the training prompt); ``prefix`` is
+    written at the start of the assistant's turn and the model continues it (each returned
+    completion starts with it): the cheapest way to hold a small model to the output format."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -318,9 +326,8 @@ def sample_completions(
     for start in range(0, len(queries), batch):
         chunk = queries[start : start + batch]
         texts = [
-            tokenizer.apply_chat_template(
-                prompt_messages(q), tokenize=False, add_generation_prompt=True
-            )
+            tokenizer.apply_chat_template(messages(q), tokenize=False, add_generation_prompt=True)
+            + prefix
             for q in chunk
         ]
         inputs = tokenizer(texts, return_tensors="pt", padding=True)
@@ -337,7 +344,7 @@ def sample_completions(
         width = inputs["input_ids"].shape[1]
         decoded = tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True)
         n = 1 if greedy else per_query
-        out += [decoded[i * n : (i + 1) * n] for i in range(len(chunk))]
+        out += [[prefix + d for d in decoded[i * n : (i + 1) * n]] for i in range(len(chunk))]
     return out
 
 
@@ -375,9 +382,10 @@ def mine(options: MineOptions) -> dict[str, Any]:
         if options.contexts is not None:
             contexts = read_contexts(options.contexts)[: options.limit]
         else:
-            queries = load_queries()
-            random.Random(options.seed).shuffle(queries)
-            contexts = [{"query": q} for q in queries[: options.limit]]
+            # Training queries only: a hard subset is trained on in the next round, so it must
+            # never hold a held-out (evaluation) query.
+            queries, _ = split_queries(options.limit, HELD_OUT, options.seed)
+            contexts = [{"query": q} for q in queries]
         candidates = generate_candidates(
             contexts, options.k, options.model or default_model_dir(), options.seed
         )
@@ -439,38 +447,3 @@ def plot_histogram(values: list[float], path: Path, version: int) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
-
-
-def iterate(rounds: int, base: TrainOptions, mine_options: MineOptions) -> list[dict[str, Any]]:
-    """Algorithm 1: train on the base queries plus the last hard subset, then mine again."""
-    history = []
-    model: Path | None = base.model
-    hard: Path | None = None
-    for number in range(1, rounds + 1):
-        folder = base.out / f"round-{number}"
-        train_options = TrainOptions(
-            **{
-                **base.__dict__,
-                "out": folder / "train",
-                "model": model,
-                "extra_contexts": hard,
-                "save_model": True,
-            }
-        )
-        trained = train(train_options)
-        model = folder / "train" / "model"
-        mined = mine(
-            MineOptions(
-                **{
-                    **mine_options.__dict__,
-                    "out": folder / "mine",
-                    "model": model,
-                    "fewshot_version": trained["fewshot_version"],
-                    "recipe": trained["recipe"],
-                }
-            )
-        )
-        hard = Path(mined["hard_file"])
-        history.append({"round": number, "train": trained, "mine": mined})
-        (base.out / "rounds.json").write_text(json.dumps(history, indent=2))
-    return history
