@@ -489,9 +489,10 @@ def test_eval_on_the_dev_cases_with_the_real_judge(embedded: ServerProcess, tmp_
     assert "shopper.tap" in run.stdout
 
 
-def test_iterate_alternates_training_and_mining(embedded: ServerProcess, tmp_path: Path) -> None:
-    """Two rounds: each trains (from the previous round's policy, on the queries plus the
-    previous hard subset) and mines with the new policy, each in its own folder."""
+def test_algorithm_1_on_the_real_judge(embedded: ServerProcess, tmp_path: Path) -> None:
+    """Algorithm 1 end to end on the real judge, tiny: warm-start pairs sampled and selected
+    through the service, SFT, then two rounds that each train (from the previous policy, on the
+    queries plus the previous hard subset) and mine, with the paper's metrics after each stage."""
     env = {**os.environ, "EQS_REWARD_MODEL_CACHE_DIR": str(models_dir())}
     run = subprocess.run(
         [
@@ -519,6 +520,20 @@ def test_iterate_alternates_training_and_mining(embedded: ServerProcess, tmp_pat
             "3",
             "--top",
             "1",
+            "--held-out",
+            "2",
+            "--eval-samples",
+            "1",
+            "--warm-queries",
+            "4",
+            "--warm-samples",
+            "2",
+            "--warm-epochs",
+            "1",
+            "--threshold-sft",
+            "0",
+            "--warm-min-pairs",
+            "1",
             "--out",
             str(tmp_path),
         ],
@@ -537,9 +552,26 @@ def test_iterate_alternates_training_and_mining(embedded: ServerProcess, tmp_pat
         assert (folder / "train" / "model" / "config.json").is_file()
         assert (folder / "mine" / "hard.jsonl").is_file()
         assert (folder / "mine" / "u_q_hist.png").is_file()
-    # Round 2 trained on round 1's hard subset, from round 1's policy.
+    # The warm start's policy starts round 1; round 2 trains on round 1's hard subset, from
+    # round 1's policy.
+    warm = json.loads((tmp_path / "warmstart" / "summary.json").read_text())
+    assert warm["source"] == "service" and warm["pairs"] >= 1
+    assert history[0]["train"]["model"] == str(tmp_path / "warmstart" / "model")
     assert history[1]["train"]["prompts_file"] == str(tmp_path / "round-1" / "mine" / "hard.jsonl")
     assert history[1]["train"]["model"] == str(tmp_path / "round-1" / "train" / "model")
+    # Every candidate the pairs came from was scored by the real judge.
+    scored = [json.loads(x) for x in (tmp_path / "warmstart" / "candidates.jsonl").open()]
+    assert len(scored) == 4 and all(r["candidates"] for r in scored)
+    # The paper's metrics after every stage, on the held-out queries, in JSON, a table and a PNG.
+    report = json.loads((tmp_path / "stages.json").read_text())
+    names = [s["stage"] for s in report["stages"]]
+    assert names == ["base", "warm start", "GRPO round 1", "GRPO round 2"]
+    assert report["meta"]["judge_model"] == "smollm2-135m-instruct"
+    for stage in report["stages"]:
+        assert 0.0 <= stage["format_reward"] <= 1.0
+        assert 0.0 <= stage["mean_set_reward"] <= 1.0
+    assert "| GRPO round 2 |" in (tmp_path / "stages.md").read_text()
+    assert (tmp_path / "stages.png").stat().st_size > 10_000
 
 
 def _vllm_child_pid(judge_port: int) -> int:
