@@ -560,7 +560,10 @@ def test_algorithm_1_on_the_real_judge(embedded: ServerProcess, tmp_path: Path) 
     assert history[1]["train"]["prompts_file"] == str(tmp_path / "round-1" / "mine" / "hard.jsonl")
     assert history[1]["train"]["model"] == str(tmp_path / "round-1" / "train" / "model")
     # Every candidate the pairs came from was scored by the real judge.
-    scored = [json.loads(x) for x in (tmp_path / "warmstart" / "candidates.jsonl").open()]
+    scored = [
+        json.loads(x)
+        for x in (tmp_path / "warmstart" / "candidates.jsonl").read_text().splitlines()
+    ]
     assert len(scored) == 4 and all(r["candidates"] for r in scored)
     # The paper's metrics after every stage, on the held-out queries, in JSON, a table and a PNG.
     report = json.loads((tmp_path / "stages.json").read_text())
