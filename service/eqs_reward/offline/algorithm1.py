@@ -170,11 +170,10 @@ def iterate(
         "recipe": recipe,
         "eval_samples": eval_samples,
     }
-    grpo: dict[str, Any] = {}  # the last GRPO run's training-time numbers, for its stage row
     stages: list[dict[str, Any]] = []
     history: list[dict[str, Any]] = []
 
-    def evaluate(stage: str, model: Path) -> None:
+    def evaluate(stage: str, model: Path, grpo: dict[str, Any] | None = None) -> None:
         progress.stage(f"evaluate {stage} on {len(held)} held-out queries")
         metrics = evaluate_stage(
             base.url,
@@ -185,7 +184,7 @@ def iterate(
             score_mode=base.score_mode,
             seed=base.seed,
         )
-        stages.append(_row(stage, metrics, grpo))
+        stages.append(_row(stage, metrics, grpo or {}))
         meta["judge_model"] = metrics["judge_model"]
         meta["minutes"] = (time.monotonic() - started) / 60
         report = {"meta": meta, "stages": stages, "rounds": history}
@@ -219,8 +218,7 @@ def iterate(
         )
         model = folder / "train" / "model"
         grpo = _training_numbers(folder / "train" / "rewards.csv")
-        evaluate(f"GRPO round {number}", model)
-        grpo = {}
+        evaluate(f"GRPO round {number}", model, grpo)
         progress.stage(f"round {number}: mine hard queries")
         mined = mine(
             replace(

@@ -50,6 +50,10 @@ __all__ = [
 
 log = logging.getLogger("eqs_reward.warmstart")
 
+#: Tokens per suggestion a target may have: the service's default ``max_suggestion_tokens`` (the
+#: offline tools do not import the server's settings).
+_MAX_TOKENS = 30
+
 
 def pairs_from_clicks(path: Path, per_context: int = 3) -> list[dict[str, Any]]:
     """Per context, the suggestions shoppers tapped (most tapped first), as SFT targets."""
@@ -63,7 +67,10 @@ def pairs_from_clicks(path: Path, per_context: int = 3) -> list[dict[str, Any]]:
     pairs = []
     for query, counts in tapped.items():
         chosen = sorted(counts, key=lambda s: -counts[s])[:per_context]
-        if len(chosen) == per_context and format_problem(chosen, per_context, 30, True) is None:
+        if (
+            len(chosen) == per_context
+            and format_problem(chosen, per_context, _MAX_TOKENS, True) is None
+        ):
             pairs.append(_pair(query, chosen))
     return pairs
 
@@ -182,7 +189,7 @@ def pairs_from_service(
         for suggestion in ranked:
             if not _as_asked(suggestion.text) or any(_close(suggestion.text, c) for c in chosen):
                 continue
-            if format_problem([*chosen, suggestion.text], None, 30, True) is None:
+            if format_problem([*chosen, suggestion.text], None, _MAX_TOKENS, True) is None:
                 chosen.append(suggestion.text)
             if len(chosen) == 3:
                 break
