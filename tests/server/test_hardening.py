@@ -133,28 +133,6 @@ def test_f4_a_judge_answer_of_the_wrong_shape_is_a_flagged_failure(
         assert suggestion["status"] == "failed" and suggestion["reason"] == "unparseable"
 
 
-def test_f4_absurd_logprobs_fall_back_to_the_sampled_digits(tmp_path: Path) -> None:
-    """A logprob of 1e6 (or NaN, or text) is not a probability: it is ignored, and where no
-    usable alternative remains the sampled digit stands."""
-    tokens = [{"token": t, "logprob": 0.0, "top_logprobs": []} for t in '{"a":1,"f":1,"i":'] + [
-        {"token": "1", "logprob": 1e6, "top_logprobs": [{"token": "0", "logprob": "x"}]},
-        {"token": "}", "logprob": 0.0, "top_logprobs": []},
-    ]
-    answer = {
-        "choices": [
-            {"message": {"content": '{"a":1,"f":1,"i":1}'}, "logprobs": {"content": tokens}}
-        ]
-    }
-    transport, _ = scripted(answer)
-    with TestClient(build_app(make_settings(tmp_path), judge_transport=transport)) as client:
-        body = {
-            "items": [{"context": {"query": "r"}, "suggestions": [GOOD]}],
-            "options": {"k": 1, "score_mode": "soft"},
-        }
-        suggestion = client.post("/v1/score", json=body).json()["results"][0]["suggestions"][0]
-    assert suggestion["status"] == "ok" and suggestion["information_gain"] == 1.0
-
-
 def test_f5_the_largest_documented_request_is_served_on_an_idle_service(
     make_client: Any, stub: StubJudge
 ) -> None:

@@ -238,14 +238,23 @@ def read_choice(body: Any) -> tuple[str, list[dict[str, Any]]]:
     return content, entries
 
 
-def _logprob(value: Any) -> float | None:
-    """A usable log-probability (finite, at most 0 up to rounding), else None."""
+#: How far above 0 a log-probability may read and still count as 0: servers round, and a
+#: logprob of ``1e-7`` is a certain token, not a malformed one.
+_LOGPROB_ROUNDING = 1e-6
+
+
+def _logprob(value: Any, what: str) -> float:
+    """A usable log-probability (a finite number, at most 0 up to rounding).
+
+    Anything else is a malformed answer: raising here is what keeps a logprob of ``1e6`` or
+    ``"x"`` from turning into a confident 1.0 that is then cached (issue 20).
+    """
     if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
+        raise JudgeOutputError(f"judge logprob for {what} is not a number: {str(value)[:40]!r}")
     number = float(value)
-    if not math.isfinite(number) or number > 1e-6:
-        return None
-    return number
+    if not math.isfinite(number) or number > _LOGPROB_ROUNDING:
+        raise JudgeOutputError(f"judge logprob for {what} is not a log-probability: {number!r}")
+    return min(number, 0.0)
 
 
 def parse_verdict(content: str, output: OutputSpec = QUALEQS_OUTPUT) -> dict[str, int]:
@@ -287,42 +296,57 @@ def soft_scores(
 
     Each digit is located by character offset in the concatenated tokens; alternatives are the
     same token with that one character swapped (so merged tokens such as ``1,"`` still work).
-    Where the alternatives are missing, the sampled digit stands (a hard 0 or 1).
+
+    Every log-probability that counts is validated: the sampled digit's own and that of each
+    alternative for the same position (the other digit, when it is among the top logprobs) must be
+    finite and at most 0, else the answer is malformed (``JudgeOutputError``: retried, then a
+    ``failed`` suggestion, never cached). Where the other digit is absent from the top logprobs the
+    sampled digit stands (a confident hard 0 or 1), as documented. A judge that returns no
+    logprobs at all is read as hard.
     """
     scores = _hard_scores(hard, output)
-    names = dict(output.keys)
     tokens = [str(entry.get("token", "")) for entry in logprobs]
     joined = "".join(tokens)
     # The tokens may carry more than the content (a trailing end-of-turn token, say).
     match = output.pattern.search(joined)
     if match is None:
+        if logprobs:
+            raise JudgeOutputError("judge logprob tokens do not spell the verdict")
         return scores
     starts: list[int] = []
     offset = 0
     for token in tokens:
         starts.append(offset)
         offset += len(token)
-    for group, (key, _) in enumerate(output.keys, start=1):
+    for group, (_, name) in enumerate(output.keys, start=1):
         position = match.start(group)
         index = max(i for i, start in enumerate(starts) if start <= position)
         token, j = tokens[index], position - starts[index]
         probability = {"0": 0.0, "1": 0.0}
+        sampled = _logprob(logprobs[index].get("logprob"), f"{name}'s sampled digit")
+        probability[token[j]] = math.exp(max(sampled, -1e4))
         alternatives = logprobs[index].get("top_logprobs") or []
         if not isinstance(alternatives, list):
             raise JudgeOutputError("judge top_logprobs is not a list")
-        candidates = [c for c in alternatives if isinstance(c, dict)]
-        candidates.append({"token": token, "logprob": logprobs[index].get("logprob")})
-        seen: set[str] = set()
-        for candidate in candidates:
-            text, logprob = str(candidate.get("token", "")), _logprob(candidate.get("logprob"))
-            if text in seen or logprob is None or len(text) != len(token):
+        seen = {token}
+        for candidate in alternatives:
+            if not isinstance(candidate, dict):
                 continue
-            seen.add(text)
-            if text[:j] + text[j + 1 :] == token[:j] + token[j + 1 :] and text[j] in probability:
-                probability[text[j]] += math.exp(max(logprob, -1e4))
+            text = str(candidate.get("token", ""))
+            if len(text) != len(token) or text[:j] + text[j + 1 :] != token[:j] + token[j + 1 :]:
+                continue
+            digit = text[j]
+            if digit not in probability:
+                continue
+            logprob = _logprob(candidate.get("logprob"), f"{name}'s alternative {digit!r}")
+            if text not in seen:
+                seen.add(text)
+                probability[digit] += math.exp(max(logprob, -1e4))
         total = probability["0"] + probability["1"]
-        if total > 0:
-            scores[names[key]] = probability["1"] / total
+        value = probability["1"] / total if total > 0 else float(token[j])
+        if not (math.isfinite(value) and 0.0 <= value <= 1.0):  # pragma: no cover - defensive
+            raise JudgeOutputError(f"judge soft score for {name} is {value!r}")
+        scores[name] = value
     return scores
 
 
