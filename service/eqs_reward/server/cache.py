@@ -90,6 +90,7 @@ class SingleFlight(Generic[V]):
 
     def __init__(self) -> None:
         self._inflight: dict[str, asyncio.Task[V]] = {}
+        self._private: set[asyncio.Task[V]] = set()
 
     def __len__(self) -> int:
         return len(self._inflight)
@@ -108,6 +109,19 @@ class SingleFlight(Generic[V]):
         task.add_done_callback(lambda done: self._finished(key, done))
         return task, True
 
+    def start_private(self, call: Callable[[], Awaitable[V]]) -> asyncio.Task[V]:
+        """A call nobody else may join (``cache: false`` asks the judge again; that is its point),
+        still tracked so that ``drain`` cancels it at shutdown."""
+        task = asyncio.ensure_future(call())
+        self._private.add(task)
+        task.add_done_callback(self._private_finished)
+        return task
+
+    def _private_finished(self, task: asyncio.Task[V]) -> None:
+        self._private.discard(task)
+        if not task.cancelled():
+            task.exception()
+
     async def run(self, key: str, call: Callable[[], Awaitable[V]]) -> tuple[V, bool]:
         """Return ``(value, shared)``; ``shared`` is True when another caller's call served it."""
         task, started = self.start(key, call)
@@ -121,7 +135,7 @@ class SingleFlight(Generic[V]):
 
     async def drain(self) -> None:
         """Cancel what is still in flight (shutdown)."""
-        tasks = list(self._inflight.values())
+        tasks = [*self._inflight.values(), *self._private]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -80,7 +80,9 @@ class ScoreOptions(BaseModel):
     )
     on_failure: OnFailure = "null"
     cache: bool = Field(
-        default=True, description="false: ask the judge again (repeat runs measure its spread)"
+        default=True,
+        description="false: read and write neither cache tier and share no other caller's "
+        "in-flight judge call: ask the judge again (repeat runs measure its spread)",
     )
     group_size: int | None = Field(
         default=None,

@@ -317,13 +317,15 @@ class ScoringService:
         outcomes = await self._lookup(cases) if options.cache else {}
         missing = [key for key in cases if key not in outcomes]
         if missing and admit is not None:
-            admit(sum(1 for key in missing if key not in self.inflight))
+            admit(sum(1 for key in missing if not options.cache or key not in self.inflight))
         computing = [
             asyncio.ensure_future(self._computed(head, items, deadline)) for head in plan.computed
         ]
         if missing:
             calls = {
-                key: self._start_call(key, bank_version, cases[key], options.score_mode)
+                key: self._start_call(
+                    key, bank_version, cases[key], options.score_mode, options.cache
+                )
                 for key in missing
             }
             outcomes.update(await self._wait_calls(calls, deadline))
@@ -431,13 +433,23 @@ class ScoringService:
 
     # -- 3. the judge ---------------------------------------------------------------------------
     def _start_call(
-        self, key: str, bank_version: BankVersion, case: _Case, mode: ScoreMode
+        self, key: str, bank_version: BankVersion, case: _Case, mode: ScoreMode, cache: bool
     ) -> tuple[asyncio.Task[Scores], bool]:
         """The judge call for ``key``: one already in flight (shared), or one started now and
-        counted in the backlog at once (admission reads it; the call's end releases it)."""
-        task, started = self.inflight.start(
-            key, lambda: self._call_judge(bank_version, key, case, mode)
-        )
+        counted in the backlog at once (admission reads it; the call's end releases it).
+
+        With ``cache`` off the call is the caller's own: it joins nobody's call and its result
+        is written to neither tier (a caller measuring the judge's spread must not evict, or be
+        served, anyone else's entries)."""
+        if cache:
+            task, started = self.inflight.start(
+                key, lambda: self._call_judge(bank_version, key, case, mode, store=True)
+            )
+        else:
+            task = self.inflight.start_private(
+                lambda: self._call_judge(bank_version, key, case, mode, store=False)
+            )
+            started = True
         if started:
             self.backlog += 1
             task.add_done_callback(self._call_ended)
@@ -498,7 +510,7 @@ class ScoringService:
         return prefix
 
     async def _call_judge(
-        self, bank_version: BankVersion, key: str, case: _Case, mode: ScoreMode
+        self, bank_version: BankVersion, key: str, case: _Case, mode: ScoreMode, *, store: bool
     ) -> Scores:
         head = case.head
         messages = [
@@ -540,9 +552,10 @@ class ScoringService:
             self._slots.release()
         m.judge_calls.labels("ok" if verdict.attempts == 1 else "retried").inc()
         self.finished.add()
-        self.cache.set(key, verdict.scores)
-        if self.redis is not None:
-            self.redis.put(key, verdict.scores)
+        if store:
+            self.cache.set(key, verdict.scores)
+            if self.redis is not None:
+                self.redis.put(key, verdict.scores)
         return verdict.scores
 
     async def _computed(
