@@ -5,32 +5,80 @@ for one request."""
 
 from __future__ import annotations
 
+import hmac
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from fastapi import Request
 from fastapi.dependencies.models import Dependant
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 
-from eqs_reward.server.errors import InvalidRequestError, OverloadedError, PayloadTooLargeError
+from eqs_reward.server.errors import (
+    ForbiddenError,
+    InvalidRequestError,
+    OverloadedError,
+    PayloadTooLargeError,
+    UnauthorizedError,
+)
 from eqs_reward.server.metrics import Metrics
 from eqs_reward.server.schemas import ScoreRequest
 from eqs_reward.server.scoring import ScoringService
 from eqs_reward.server.settings import Settings
 
-__all__ = ["Admission", "check_limits", "json_response", "reject_unknown_query_params"]
+__all__ = [
+    "Admission",
+    "check_admin_token",
+    "check_limits",
+    "json_response",
+    "json_stream_response",
+    "reject_unknown_query_params",
+]
+
+
+def _dumps(payload: Any) -> bytes:
+    try:
+        return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    except UnicodeEncodeError:
+        return json.dumps(payload, ensure_ascii=True, separators=(",", ":")).encode()
 
 
 def json_response(payload: Any, status_code: int = 200) -> Response:
     """Serialise once. Text a policy wrote may hold lone surrogates, which UTF-8 cannot encode:
     then the body is written with ASCII escapes (``\\ud800``), still valid JSON."""
-    try:
-        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-    except UnicodeEncodeError:
-        body = json.dumps(payload, ensure_ascii=True, separators=(",", ":")).encode()
-    return Response(body, status_code=status_code, media_type="application/json")
+    return Response(_dumps(payload), status_code=status_code, media_type="application/json")
+
+
+def json_stream_response(head: dict[str, Any], key: str, items: Iterable[Any]) -> Response:
+    """``head`` with ``key`` holding ``items``, written one item at a time: a large body (a bank
+    version of thousands of examples) is never held whole in memory, as text or as objects."""
+
+    def chunks() -> Iterator[bytes]:
+        yield _dumps(head)[:-1] + (b',"' if head else b'{"') + key.encode() + b'":['
+        for n, item in enumerate(items):
+            yield (b"," if n else b"") + _dumps(item)
+        yield b"]}"
+
+    return StreamingResponse(chunks(), media_type="application/json")
+
+
+def check_admin_token(settings: Settings, authorization: str | None) -> None:
+    """The admin token from an ``Authorization`` header, compared in constant time: none set on
+    the service -> 403 (writes disabled), missing -> 401, wrong -> 403."""
+    if not settings.admin_token:
+        raise ForbiddenError(
+            "few-shot writes are disabled: set EQS_REWARD_ADMIN_TOKEN on the service to enable "
+            "them, then send 'Authorization: Bearer <token>'"
+        )
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise UnauthorizedError(
+            "few-shot writes need 'Authorization: Bearer <admin token>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if not hmac.compare_digest(token.strip().encode(), settings.admin_token.encode()):
+        raise ForbiddenError("the admin token is not valid")
 
 
 def check_limits(request: ScoreRequest, settings: Settings) -> None:

@@ -133,6 +133,12 @@ class Settings(BaseSettings):
         default=4000, ge=0, description="prompt tokens for examples; 0: no limit"
     )
     fewshot_max_examples_per_add: int = Field(default=100, ge=1)
+    fewshot_version_cache_bytes: int = Field(
+        default=32 * 2**20,
+        ge=0,
+        description="bank versions kept in memory once read, bounded by their examples' JSON "
+        "size (in Python objects they take a few times that); 0: keep none but the active one",
+    )
     fewshot_gate_tolerance: float | None = Field(
         default=None,
         ge=0,

@@ -47,5 +47,11 @@ def open_store(settings: Settings, redis_client: Any | None) -> BankStore:
     if settings.fewshot_store == "redis":
         if redis_client is None:
             raise RuntimeError("EQS_REWARD_FEWSHOT_STORE=redis needs EQS_REWARD_REDIS_URL")
-        return RedisBankStore(redis_client, prefix=settings.redis_key_prefix + "fewshot:")
-    return SQLiteBankStore(settings.data_dir / "fewshot.sqlite3")
+        return RedisBankStore(
+            redis_client,
+            prefix=settings.redis_key_prefix + "fewshot:",
+            cache_bytes=settings.fewshot_version_cache_bytes,
+        )
+    return SQLiteBankStore(
+        settings.data_dir / "fewshot.sqlite3", cache_bytes=settings.fewshot_version_cache_bytes
+    )

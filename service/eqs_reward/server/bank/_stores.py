@@ -29,6 +29,7 @@ import logging
 import sqlite3
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +39,7 @@ from typing import Any, Protocol, TypeVar
 import redis.exceptions
 
 from eqs_reward.judge.cases import Example, ExampleIn, make_example
+from eqs_reward.server.settings import Settings
 
 __all__ = [
     "ACTIVE_TTL_S",
@@ -166,17 +168,36 @@ _EMPTY = (
 )
 
 
+def version_bytes(version: BankVersion) -> int:
+    """What a version counts against the store's byte bound: its examples' JSON size."""
+    return sum(len(example.model_dump_json()) for example in version.examples)
+
+
+def _default_cache_bytes() -> int:
+    default = Settings.model_fields["fewshot_version_cache_bytes"].default
+    assert isinstance(default, int)
+    return default
+
+
 class _Store:
-    """What both stores share: immutable versions kept once read (bounded), and the active
-    version trusted for ``ACTIVE_TTL_S`` (or, while the store is unreachable, the last one read,
-    so scoring goes on while bank reads and writes answer 503)."""
+    """What both stores share: immutable versions kept once read, least recently used first out
+    when their bytes pass ``cache_bytes`` (a count bound let 64 reads of a large bank take
+    gigabytes), and the active version trusted for ``ACTIVE_TTL_S`` (or, while the store is
+    unreachable, the last one read, so scoring goes on while bank reads and writes answer 503).
+    A version larger than the whole bound is served but not kept (the active one is held apart).
+    """
 
-    _cache_size = 64
-
-    def __init__(self) -> None:
-        self._versions: dict[int, BankVersion] = {}
+    def __init__(self, cache_bytes: int | None = None) -> None:
+        self.cache_bytes = _default_cache_bytes() if cache_bytes is None else cache_bytes
+        self._versions: OrderedDict[int, tuple[BankVersion, int]] = OrderedDict()
+        self._cached_bytes = 0
         self._active: BankVersion | None = None
         self._active_until = 0.0
+
+    @property
+    def cached_bytes(self) -> int:
+        """The bytes the kept versions count against ``cache_bytes`` (never more than it)."""
+        return self._cached_bytes
 
     async def _latest(self) -> int:
         raise NotImplementedError
@@ -187,11 +208,16 @@ class _Store:
     async def get(self, version: int) -> BankVersion:
         cached = self._versions.get(version)
         if cached is not None:
-            return cached
+            self._versions.move_to_end(version)
+            return cached[0]
         value = await self._read(version)
-        if len(self._versions) >= self._cache_size:
-            self._versions.pop(min(self._versions))
-        self._versions[version] = value
+        size = version_bytes(value)
+        if size <= self.cache_bytes and version not in self._versions:
+            while self._versions and self._cached_bytes + size > self.cache_bytes:
+                _, (_, dropped) = self._versions.popitem(last=False)
+                self._cached_bytes -= dropped
+            self._versions[version] = (value, size)
+            self._cached_bytes += size
         return value
 
     async def active(self) -> BankVersion:
@@ -254,8 +280,8 @@ ORDER BY m.position
 class SQLiteBankStore(_Store):
     """The bank in one SQLite file (WAL, synchronous=FULL). Blocking calls run in a thread."""
 
-    def __init__(self, path: Path) -> None:
-        super().__init__()
+    def __init__(self, path: Path, *, cache_bytes: int | None = None) -> None:
+        super().__init__(cache_bytes)
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(
@@ -536,8 +562,10 @@ def _ids(raw: str) -> list[str]:
 class RedisBankStore(_Store):
     """The bank in Redis, shared by every replica. Writes are one atomic Lua script."""
 
-    def __init__(self, client: Any, prefix: str = "eqs-reward:fewshot:") -> None:
-        super().__init__()
+    def __init__(
+        self, client: Any, prefix: str = "eqs-reward:fewshot:", *, cache_bytes: int | None = None
+    ) -> None:
+        super().__init__(cache_bytes)
         self.redis = client
         self.prefix = prefix
         self._script = client.register_script(_WRITE_SCRIPT)

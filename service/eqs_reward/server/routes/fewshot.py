@@ -7,9 +7,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
+from pydantic import Field
 from pydantic.json_schema import SkipJsonSchema
 
-from eqs_reward.server._http import json_response
+from eqs_reward.server._http import json_response, json_stream_response
 from eqs_reward.server.bank import BankService, BankVersion
 from eqs_reward.server.routes._deps import get_bank, require_admin
 from eqs_reward.server.routes._responses import ADMIN, BODY, COMMON, errors
@@ -18,29 +19,44 @@ from eqs_reward.server.settings import MAX_INT64
 
 router = APIRouter(prefix="/v1/fewshot", tags=["few-shot bank"])
 
+# The bounds sit on the int inside the optional type: on the union, the schema would publish
+# them as ``ge``/``le`` (not JSON Schema) and clients would take ``version=0`` for valid.
 VersionQuery = Annotated[
-    int | SkipJsonSchema[None],
-    Query(ge=1, le=MAX_INT64, description="a version number; default: the active one"),
+    Annotated[int, Field(ge=1, le=MAX_INT64)] | SkipJsonSchema[None],
+    Query(description="a version number; default: the active one"),
 ]
 
 
-def version_body(version: BankVersion) -> dict[str, Any]:
-    return {
+def version_response(version: BankVersion) -> Response:
+    """The version's examples are streamed one by one (a bank of thousands is megabytes)."""
+    head = {
         "version": version.version,
         "created_at": version.created_at.isoformat(),
         "note": version.note,
         "example_count": len(version.examples),
-        "examples": [e.model_dump(mode="json") for e in version.examples],
     }
+    return json_stream_response(
+        head, "examples", (e.model_dump(mode="json") for e in version.examples)
+    )
 
 
-@router.get("", responses=errors(*COMMON, 404))
+@router.get(
+    "",
+    response_model=None,
+    responses={
+        200: {
+            "description": "the version: version, created_at, note, example_count, examples",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        },
+        **errors(*COMMON, 404),
+    },
+)
 async def list_examples(
     version: VersionQuery = None,
     bank: BankService = Depends(get_bank),  # noqa: B008
-) -> dict[str, Any]:
+) -> Response:
     """The active version and its examples, in prompt order (``?version=N`` for another)."""
-    return version_body(await bank.read(version))
+    return version_response(await bank.read(version))
 
 
 @router.get("/versions", responses=errors(*COMMON))
