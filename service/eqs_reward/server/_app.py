@@ -22,6 +22,7 @@ import redis.exceptions
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -30,8 +31,12 @@ from eqs_reward.catalog import open_catalog
 from eqs_reward.judge import JudgeClient, JudgePrompt
 from eqs_reward.judge.cases import load_seed_examples
 from eqs_reward.judge.embedded import EmbeddedJudge
-from eqs_reward.server._http import Admission, reject_unknown_query_params
-from eqs_reward.server._middleware import BodyLimitMiddleware, MetricsMiddleware
+from eqs_reward.server._http import Admission, check_admin_token, reject_unknown_query_params
+from eqs_reward.server._middleware import (
+    AdminFirstMiddleware,
+    BodyLimitMiddleware,
+    MetricsMiddleware,
+)
 from eqs_reward.server.bank import BankService, BankStore, BankUnavailableError, open_store
 from eqs_reward.server.cache import RedisTier
 from eqs_reward.server.errors import ServiceError, envelope
@@ -40,6 +45,7 @@ from eqs_reward.server.routes import (
     fewshot_router,
     health_router,
     openrlhf_router,
+    require_admin,
     score_router,
 )
 from eqs_reward.server.scoring import ScoringService
@@ -182,8 +188,29 @@ def build_app(
         max_bytes=settings.max_body_bytes,
         timeout_s=settings.http_body_timeout_s,
     )
+    # Outside the body limit: an admin route's token is checked before its body is read.
+    app.add_middleware(
+        AdminFirstMiddleware,
+        is_admin=_admin_routes(app),
+        check=lambda header: check_admin_token(settings, header),
+    )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
+
+
+def _admin_routes(app: FastAPI) -> Any:
+    """Whether a request's scope is for a route that depends on ``require_admin``."""
+    routes = [
+        route
+        for route in app.router.routes
+        if isinstance(route, APIRoute)
+        and any(d.dependency is require_admin for d in route.dependencies)
+    ]
+
+    def is_admin(scope: Any) -> bool:
+        return any(route.matches(scope)[0] is Match.FULL for route in routes)
+
+    return is_admin
 
 
 def _allowed_methods(app: FastAPI, scope: Any) -> list[str]:

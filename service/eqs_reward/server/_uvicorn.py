@@ -1,19 +1,41 @@
-"""uvicorn's h11 protocol with a time limit on a request's head.
+"""uvicorn's h11 protocol with a time limit on a request's head, and its own 400s in the envelope.
 
 uvicorn arms its keep-alive timer only after a response, so a client that connects and sends
 its headers a byte at a time (or nothing at all) holds a connection, and a slot of the server,
 for as long as it likes. Here the head of every request must arrive within ``seconds`` of the
 connection, or of the first byte of the next request on a kept-alive connection; else the
 connection is closed. (The body has its own limit in ``BodyLimitMiddleware``: 408.)
+
+What h11 cannot parse (``Content-Length: -1``, raw non-ASCII bytes in the path or query, a
+request line or header block past uvicorn's 16 KiB) never reaches the app: uvicorn answers 400
+itself, in plain text. Here that answer is the contract's JSON envelope. What still cannot be
+shaped: a client that closes the connection before its head is complete gets no answer at all.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from eqs_reward.server.errors import BadRequestError, envelope
+
+#: How long a refused connection's further input is read and discarded before it is closed.
+LINGER_S = 2.0
+
+#: The body of uvicorn's own 400s: it does not say which rule the request broke, so neither can we.
+UNPARSEABLE_REQUEST = json.dumps(
+    envelope(
+        400,
+        BadRequestError.type,
+        "the HTTP request could not be parsed: a malformed request line or header (a negative "
+        "Content-Length, say), raw non-ASCII bytes in the path or query, or a request head over "
+        "16 KiB",
+    )
+).encode()
 
 __all__ = ["with_header_timeout"]
 
@@ -23,6 +45,7 @@ def with_header_timeout(seconds: float) -> type[H11Protocol]:
 
     class HeaderTimeoutProtocol(H11Protocol):
         _head_timer: asyncio.TimerHandle | None = None
+        _refused = False
 
         def _arm(self) -> None:
             self._head_timer = self.loop.call_later(seconds, self._head_expired)
@@ -37,6 +60,8 @@ def with_header_timeout(seconds: float) -> type[H11Protocol]:
             self._arm()
 
         def data_received(self, data: bytes) -> None:
+            if self._refused:
+                return
             if self._head_timer is None and self.conn.their_state is h11.IDLE:
                 self._arm()  # the next request on a kept-alive connection begins
             super().data_received(data)
@@ -46,6 +71,27 @@ def with_header_timeout(seconds: float) -> type[H11Protocol]:
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
             super().connection_lost(exc)
+
+        def send_400_response(self, msg: str) -> None:
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(UNPARSEABLE_REQUEST)).encode()),
+                (b"connection", b"close"),
+            ]
+            for event in (
+                h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+                h11.Data(data=UNPARSEABLE_REQUEST),
+                h11.EndOfMessage(),
+            ):
+                self.transport.write(self.conn.send(event) or b"")
+            # A lingering close: closing while the client still sends (the rest of a 1 MB
+            # header) makes the kernel answer with a reset, and the client loses this answer
+            # unread. So: end our side, discard what still arrives, close a moment later.
+            self._refused = True
+            self._disarm()
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            self.loop.call_later(LINGER_S, self.transport.close)
 
         def _head_expired(self) -> None:
             self._head_timer = None

@@ -4,16 +4,13 @@ thread hop on every request of the hot path."""
 
 from __future__ import annotations
 
-import hmac
-
 from fastapi import Request
 
 from eqs_reward.judge.embedded import EmbeddedJudge
-from eqs_reward.server._http import Admission
+from eqs_reward.server._http import Admission, check_admin_token
 from eqs_reward.server.bank import BankService
-from eqs_reward.server.errors import ForbiddenError, UnauthorizedError, UnavailableError
+from eqs_reward.server.errors import UnavailableError
 from eqs_reward.server.scoring import ScoringService
-from eqs_reward.server.settings import Settings
 
 
 async def get_scoring(request: Request) -> ScoringService:
@@ -40,19 +37,6 @@ async def get_bank(request: Request) -> BankService:
 
 
 async def require_admin(request: Request) -> None:
-    """Bearer admin token, compared in constant time. None -> 401, wrong -> 403."""
-    settings: Settings = request.app.state.settings
-    if not settings.admin_token:
-        raise ForbiddenError(
-            "few-shot writes are disabled: set EQS_REWARD_ADMIN_TOKEN on the service to enable "
-            "them, then send 'Authorization: Bearer <token>'"
-        )
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise UnauthorizedError(
-            "few-shot writes need 'Authorization: Bearer <admin token>'",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    if not hmac.compare_digest(token.strip().encode(), settings.admin_token.encode()):
-        raise ForbiddenError("the admin token is not valid")
+    """The admin token (``check_admin_token``). ``AdminFirstMiddleware`` has already checked it
+    before the body was read; this keeps the rule on the route itself as well."""
+    check_admin_token(request.app.state.settings, request.headers.get("authorization"))

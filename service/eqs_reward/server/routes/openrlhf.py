@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
+from pydantic import Field
 from pydantic.json_schema import SkipJsonSchema
 
 from eqs_reward._trainer_inputs import context_from, split_response
@@ -75,31 +76,26 @@ async def get_reward(
     body: GetRewardRequest,
     request: Request,
     fewshot_version: Annotated[
-        int | SkipJsonSchema[None],
-        Query(ge=1, le=MAX_INT64, description="pin the few-shot version"),
+        Annotated[int, Field(ge=1, le=MAX_INT64)] | SkipJsonSchema[None],
+        Query(description="pin the few-shot version"),
     ] = None,
     end_tokens: Annotated[
-        str | SkipJsonSchema[None],
+        Annotated[str, Field(max_length=400)] | SkipJsonSchema[None],
         Query(
-            max_length=400,
             description="the policy's own end or stop tokens, comma-separated, if its chat "
             "template's are not among the common ones",
         ),
     ] = None,
     recipe: Annotated[
-        str | SkipJsonSchema[None],
+        Annotated[str, Field(min_length=1, max_length=64)] | SkipJsonSchema[None],
         Query(
-            min_length=1,
-            max_length=64,
             description="pin the recipe combining the reward heads (GET /v1/recipes); default: "
             "the server's",
         ),
     ] = None,
     group_size: Annotated[
-        int | SkipJsonSchema[None],
+        Annotated[int, Field(ge=2, le=1024)] | SkipJsonSchema[None],
         Query(
-            ge=2,
-            le=1024,
             description="OpenRLHF's --rollout.n_samples_per_prompt: a failed sample then gets "
             "the mean reward of its prompt's other samples, which the service remembers",
         ),
