@@ -63,9 +63,11 @@ pytest-fast: setup
 
 test: lint typecheck pytest
 
-# Benchmarks (not part of the tests): four comparisons side by side, written to loadtest/RESULTS.md.
+# Benchmarks (not part of the tests; their --quick modes are): each rewrites its own section of
+# loadtest/RESULTS.md.
 bench: setup
 	$(BIN)/python -m loadtest.bench
+	$(BIN)/python -m loadtest.bench_catalog
 
 # GRPO-shaped load against a service already running on :8000.
 loadtest: setup

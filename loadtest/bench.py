@@ -1,8 +1,9 @@
 """Benchmarks, each measured side by side in one run (these machines are noisy): ratios, not
-absolute numbers, carry the verdicts. Writes loadtest/RESULTS.md.
+absolute numbers, carry the verdicts. Each rewrites its own section of loadtest/RESULTS.md.
 
     python -m loadtest.bench                 # all four
     python -m loadtest.bench --only overhead,cache,memory   # skip the slow vLLM one
+    python -m loadtest.bench --quick         # seconds, tiny sizes, RESULTS.md untouched (CI)
 
 1. service overhead: the same load against an instant stub judge, directly and through the
    service (added latency p50/p99, throughput ratio). Targets: < 2 ms at p50, >= 70 %.
@@ -20,20 +21,20 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import re
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from loadtest._results import section, write_sections
 from loadtest.traffic import TrafficModel, percentile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,15 +52,16 @@ class Proc:
     def __init__(self, argv: list[str], port: int, env: dict[str, str] | None = None) -> None:
         self.port = port
         clean = {k: v for k, v in os.environ.items() if not k.startswith("EQS_REWARD_")}
-        self.log = Path(f"/tmp/eqs-bench-{port}.log")
-        self.process = subprocess.Popen(
-            argv,
-            env={**clean, **(env or {})},
-            cwd=ROOT,
-            start_new_session=True,
-            stdout=self.log.open("wb"),
-            stderr=subprocess.STDOUT,
-        )
+        self.log = Path(tempfile.gettempdir()) / f"eqs-bench-{port}.log"
+        with self.log.open("wb") as log:  # the child holds its own copy of the descriptor
+            self.process = subprocess.Popen(
+                argv,
+                env={**clean, **(env or {})},
+                cwd=ROOT,
+                start_new_session=True,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
 
     @property
     def url(self) -> str:
@@ -94,7 +96,7 @@ def stub_judge() -> Proc:
 
 def service(env: dict[str, str], ready_timeout: float = 60) -> Proc:
     port = free_port()
-    data = Path(f"/tmp/eqs-bench-data-{port}")
+    data = Path(tempfile.gettempdir()) / f"eqs-bench-data-{port}"
     return Proc(
         [PY, "-m", "eqs_reward.cli", "serve", "--port", str(port)],
         port,
@@ -229,7 +231,9 @@ def _cached_group_bodies(tag: str, groups: int) -> list[dict[str, Any]]:
     return [model.group(i) for i in range(groups)]
 
 
-def bench_cache(requests: int, concurrency: int, redis_url: str | None) -> dict[str, Any]:
+def bench_cache(
+    requests: int, concurrency: int, redis_url: str | None, seconds: float = 3.0
+) -> dict[str, Any]:
     stub = stub_judge()
     results: dict[str, Any] = {}
     tiers: list[tuple[str, dict[str, str]]] = [("memory", {})]
@@ -278,18 +282,16 @@ def bench_cache(requests: int, concurrency: int, redis_url: str | None) -> dict[
                 svc.stop()
     finally:
         stub.stop()
-    results["in_process_scorer"] = asyncio.run(_in_process_cache_rate())
+    results["in_process_scorer"] = asyncio.run(_in_process_cache_rate(seconds))
     return results
 
 
-async def _in_process_cache_rate() -> dict[str, Any]:
+async def _in_process_cache_rate(seconds: float = 3.0) -> dict[str, Any]:
     """The scorer alone (no HTTP, no JSON): the ceiling of the cache-hit path in one process."""
-    import tempfile
-
-    from service.schemas import ScoreRequest
 
     from eqs_reward.judge.stub import StubJudge
     from eqs_reward.server import build_app
+    from eqs_reward.server.schemas import ScoreRequest
     from eqs_reward.server.settings import Settings
 
     stub = StubJudge()
@@ -302,13 +304,13 @@ async def _in_process_cache_rate() -> dict[str, Any]:
         )
         app = build_app(settings, judge_transport=httpx.ASGITransport(app=stub.app()))
         async with app.router.lifespan_context(app):
-            scorer = app.state.scorer
+            scorer = app.state.scoring
             groups = [ScoreRequest.model_validate(g) for g in _cached_group_bodies("inproc", 16)]
             for g in groups:
                 await scorer.score(g)
             n = 0
             started = time.perf_counter()
-            while time.perf_counter() - started < 3.0:
+            while time.perf_counter() - started < seconds:
                 await scorer.score(groups[n % len(groups)])
                 n += 1
             elapsed = time.perf_counter() - started
@@ -343,13 +345,17 @@ async def _naive_reward(client: httpx.AsyncClient, model: str, query: str, text:
     return float(all(found.get(k) == "yes" for k in ("answerable", "factual", "informative")))
 
 
-def bench_e2e(groups: int, group_size: int, concurrency: int) -> dict[str, Any]:
-    judge_port = free_port()
-    models = os.environ.get("EQS_REWARD_MODEL_CACHE_DIR", str(ROOT / ".eqs-reward" / "models"))
-    svc = service(
-        {"EQS_REWARD_EMBEDDED_PORT": str(judge_port), "EQS_REWARD_MODEL_CACHE_DIR": models},
-        ready_timeout=900,
-    )
+def bench_e2e(
+    groups: int, group_size: int, concurrency: int, judge_url: str | None = None
+) -> dict[str, Any]:
+    if judge_url is None:
+        judge_port = free_port()
+        judge_url = f"http://127.0.0.1:{judge_port}/v1"
+        models = os.environ.get("EQS_REWARD_MODEL_CACHE_DIR", str(ROOT / ".eqs-reward" / "models"))
+        env = {"EQS_REWARD_EMBEDDED_PORT": str(judge_port), "EQS_REWARD_MODEL_CACHE_DIR": models}
+    else:
+        env = {"EQS_REWARD_JUDGE_URL": judge_url}
+    svc = service(env, ready_timeout=900)
     model = TrafficModel(group_size=group_size, k=3, pool=10, prompts=groups, seed=11)
     bodies = [model.group(i) for i in range(groups)]
     flat = [
@@ -373,7 +379,7 @@ def bench_e2e(groups: int, group_size: int, concurrency: int) -> dict[str, Any]:
 
         async def naive() -> float:
             async with httpx.AsyncClient(
-                base_url=f"http://127.0.0.1:{judge_port}", timeout=120
+                base_url=judge_url.removesuffix("/v1"), timeout=120
             ) as client:
                 await _naive_reward(client, "smollm2-135m-instruct", "warm-up", "warm-up call")
                 started = time.perf_counter()
@@ -416,9 +422,8 @@ def _rss_mib() -> float:
 
 
 def bench_memory(entries: int) -> dict[str, Any]:
-    from service.cache import LRUCache, score_key
-
     from eqs_reward.judge.cases import Context
+    from eqs_reward.server.cache import LRUCache, score_key
 
     cache: LRUCache[tuple[float, float, float]] = LRUCache(entries)
     contexts = [Context(query=f"query number {n}") for n in range(100)]
@@ -454,40 +459,35 @@ def bench_memory(entries: int) -> dict[str, Any]:
 
 
 # -- report ------------------------------------------------------------------------------------
-def machine() -> str:
-    cpu = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    mem = int(Path("/proc/meminfo").read_text().split()[1]) / 1024 / 1024
-    return (
-        f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, {platform.platform()}, "
-        f"Python {platform.python_version()}"
-    )
-
-
 def verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
 
-def render(results: dict[str, Any], command: str) -> str:
-    lines = [
-        "# Benchmark results",
-        "",
-        f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- machine: {machine()}",
-        f"- command: `{command}`",
-        "- every ratio below comes from runs made side by side in this one invocation; the "
-        "machine is shared and noisy, so absolute numbers move between runs.",
-        "",
-    ]
+TITLES = {
+    "overhead": "1. Service overhead against an instant stub judge",
+    "cache": "2. Cache-hit path",
+    "e2e": "3. End to end on the embedded vLLM judge (SmolLM2-135M, CPU)",
+    "memory": "4. Memory of the in-process cache",
+}
+
+
+def render(results: dict[str, Any], command: str) -> dict[str, str]:
+    """One section of RESULTS.md per benchmark that ran (key -> text)."""
+    out = {}
+    for key, title in TITLES.items():
+        if key in results:
+            body = "\n".join(_render(key, results[key]))
+            out[key] = section(key, title, body, command)
+    return out
+
+
+def _render(key: str, result: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    results = {key: result}
     if "overhead" in results:
         o = results["overhead"]
         m = o["median"]
         lines += [
-            "## 1. Service overhead against an instant stub judge",
-            "",
             f"{o['requests']} requests per side, {o['concurrency']} concurrent, "
             f"{len(o['rounds'])} alternating rounds; each service request carries one "
             "suggestion and costs one judge call (cache off). The load generator, the service "
@@ -531,8 +531,6 @@ def render(results: dict[str, Any], command: str) -> str:
     if "cache" in results:
         c = results["cache"]
         lines += [
-            "## 2. Cache-hit path",
-            "",
             "Every suggestion cached; GRPO groups of 8 completions x 3 suggestions "
             f"({c['memory']['suggestions_per_request']} per request) over HTTP, "
             "one worker process.",
@@ -563,8 +561,6 @@ def render(results: dict[str, Any], command: str) -> str:
     if "e2e" in results:
         e = results["e2e"]
         lines += [
-            "## 3. End to end on the embedded vLLM judge (SmolLM2-135M, CPU)",
-            "",
             f"{e['groups']} GRPO groups of {e['group_size']} completions x 3 suggestions = "
             f"{e['suggestions']} suggestions, the same list for both sides; both sides warmed "
             "with one untimed call first (a reward service runs for days, so its one-time "
@@ -585,8 +581,6 @@ def render(results: dict[str, Any], command: str) -> str:
     if "memory" in results:
         mm = results["memory"]
         lines += [
-            "## 4. Memory of the in-process cache",
-            "",
             f"- {mm['limit']:,} entries: RSS {mm['rss_before_mib']:.0f} -> "
             f"{mm['rss_full_mib']:.0f} MiB, about **{mm['bytes_per_entry']:.0f} bytes per "
             "entry** (key digest, score tuple, LRU links)",
@@ -596,7 +590,7 @@ def render(results: dict[str, Any], command: str) -> str:
             f"{verdict(mm['entries'] == mm['limit'] and mm['growth_after_2x_mib'] < 16)})",
             "",
         ]
-    return "\n".join(lines)
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -610,15 +604,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--e2e-groups", type=int, default=6)
     parser.add_argument("--e2e-group-size", type=int, default=4)
-    parser.add_argument("--results", default=str(ROOT / "loadtest" / "RESULTS.md"))
+    parser.add_argument(
+        "--judge-url",
+        default=None,
+        help="e2e against this running vLLM judge (its OpenAI root, .../v1) instead of starting "
+        "the embedded one",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny sizes, a few seconds each (CI runs this so no benchmark rots unseen); "
+        "results are printed, RESULTS.md is left alone unless --results is given",
+    )
+    parser.add_argument("--results", default=None, help="default: loadtest/RESULTS.md")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
+    if args.quick:
+        args.requests, args.rounds, args.e2e_groups, args.e2e_group_size = 40, 1, 1, 2
+    memory_entries, cache_requests = (2_000, 40) if args.quick else (100_000, None)
     only = set(args.only.split(","))
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("overhead", lambda: bench_overhead(args.requests, args.concurrency, args.rounds)),
-        ("cache", lambda: bench_cache(max(300, args.requests // 3), 4, _redis(args.redis_url))),
-        ("e2e", lambda: bench_e2e(args.e2e_groups, args.e2e_group_size, args.e2e_groups)),
-        ("memory", lambda: bench_memory(100_000)),
+        (
+            "cache",
+            lambda: bench_cache(
+                cache_requests or max(300, args.requests // 3),
+                4,
+                _redis(args.redis_url),
+                seconds=0.3 if args.quick else 3.0,
+            ),
+        ),
+        (
+            "e2e",
+            lambda: bench_e2e(
+                args.e2e_groups, args.e2e_group_size, args.e2e_groups, args.judge_url
+            ),
+        ),
+        ("memory", lambda: bench_memory(memory_entries)),
     ]
     results: dict[str, Any] = {}
     for name, step in steps:
@@ -627,9 +649,10 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = step()
             print(json.dumps(results[name], indent=1, default=str)[:2000], flush=True)
     command = "python -m loadtest.bench " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = render(results, command.strip())
-    print(text)
-    Path(args.results).write_text(text + "\n", encoding="utf-8")
+    sections = render(results, command.strip())
+    print("\n\n".join(sections.values()))
+    if args.results or not args.quick:
+        write_sections(Path(args.results or ROOT / "loadtest" / "RESULTS.md"), sections)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))
     return 0

@@ -1,7 +1,8 @@
 """Benchmark 5: the catalog at 100,000 products, in-process SQLite FTS5 and PostgreSQL side by
 side in one run (this machine is noisy: compare the two columns, not runs).
 
-    python -m loadtest.bench_catalog            # writes section 5 of loadtest/RESULTS.md
+    python -m loadtest.bench_catalog            # rewrites section 5 of loadtest/RESULTS.md
+    python -m loadtest.bench_catalog --quick    # seconds, tiny sizes, RESULTS.md untouched (CI)
 
 - load: reading and checking the file (once), then loading it into each backend;
 - retrieval head per suggestion: the head's whole work for one suggestion (search without the
@@ -15,13 +16,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import statistics
 import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,8 @@ from eqs_reward.catalog import CatalogBackend, PostgresCatalog, SQLiteCatalog, r
 from eqs_reward.judge.cases import Context
 from eqs_reward.offline.demo import demo_catalog, demo_clicks
 from eqs_reward.server.heads.retrieval import RetrievalHead
-from loadtest.bench import ROOT, machine
+from loadtest._results import section, write_sections
+from loadtest.bench import ROOT
 from loadtest.traffic import percentile
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -97,42 +97,28 @@ async def run(products: int, suggestions: int, rounds: int) -> dict[str, Any]:
 
 def render(r: dict[str, Any], command: str) -> str:
     s, p = r["latency_ms"]["sqlite"], r["latency_ms"]["postgres"]
-    return "\n".join(
-        [
-            f"## 5. Catalog: {r['products']:,} products, SQLite FTS5 and PostgreSQL side by side",
-            "",
-            f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; command: `{command}` (its own "
-            "invocation: compare the two columns, not this section with the others)",
-            f"- machine: {machine()}",
-            f"- {r['products']:,} demo products (eqs_reward.offline.demo); reading and checking "
-            f"the JSONL file: **{r['read_s']:.1f} s**, then each backend's load in one transaction",
-            "",
-            "| | SQLite FTS5 (in process) | PostgreSQL (127.0.0.1) |",
-            "|---|---|---|",
-            f"| load of {r['products']:,} products, s | {r['load_s']['sqlite']:.1f} | "
-            f"{r['load_s']['postgres']:.1f} |",
-            f"| retrieval head per suggestion, p50 ms | {s['p50']:.2f} | {p['p50']:.2f} |",
-            f"| retrieval head per suggestion, p99 ms | {s['p99']:.2f} | {p['p99']:.2f} |",
-            f"| retrieval head per suggestion, mean ms | {s['mean']:.2f} | {p['mean']:.2f} |",
-            "",
-            f"Per suggestion: the head's whole work uncached ({r['suggestions']} demo suggestions, "
-            f"{r['rounds']} alternating rounds): the search (top 10 of an any-term match ranked "
-            "by bm25 or ts_rank), term coverage, the budget and brand checks (a brand-like word "
-            "the catalog lacks costs a phrase query more). The demo catalog is the worst case "
-            "for an any-term query: six categories, so each common term matches about a sixth of "
-            "the products, all ranked. In service, searches are cached per catalog version, and "
-            "a judge call takes 50 ms to seconds, so the head is not the bottleneck on either "
-            "backend.",
-            "",
-        ]
-    )
-
-
-def splice(results: Path, section: str) -> None:
-    """Put section 5 into RESULTS.md, replacing an older one, keeping sections 1-4."""
-    text = results.read_text(encoding="utf-8") if results.is_file() else "# Benchmark results\n"
-    text = re.split(r"^## 5\. ", text, flags=re.M)[0].rstrip("\n")
-    results.write_text(text + "\n\n" + section, encoding="utf-8")
+    lines = [
+        f"- {r['products']:,} demo products (eqs_reward.offline.demo); reading and checking the "
+        f"JSONL file: **{r['read_s']:.1f} s**, then each backend's load in one transaction",
+        "",
+        "| | SQLite FTS5 (in process) | PostgreSQL (127.0.0.1) |",
+        "|---|---|---|",
+        f"| load of {r['products']:,} products, s | {r['load_s']['sqlite']:.1f} | "
+        f"{r['load_s']['postgres']:.1f} |",
+        f"| retrieval head per suggestion, p50 ms | {s['p50']:.2f} | {p['p50']:.2f} |",
+        f"| retrieval head per suggestion, p99 ms | {s['p99']:.2f} | {p['p99']:.2f} |",
+        f"| retrieval head per suggestion, mean ms | {s['mean']:.2f} | {p['mean']:.2f} |",
+        "",
+        f"Per suggestion: the head's whole work uncached ({r['suggestions']} demo suggestions, "
+        f"{r['rounds']} alternating rounds): the search (top 10 of an any-term match ranked by "
+        "bm25 or ts_rank), term coverage, the budget and brand checks (a brand-like word the "
+        "catalog lacks costs a phrase query more). The demo catalog is the worst case for an "
+        "any-term query: six categories, so each common term matches about a sixth of the "
+        "products, all ranked. In service, searches are cached per catalog version, and a judge "
+        "call takes 50 ms to seconds, so the head is not the bottleneck on either backend.",
+    ]
+    title = f"5. Catalog: {r['products']:,} products, SQLite FTS5 and PostgreSQL side by side"
+    return section("catalog", title, "\n".join(lines), command)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,15 +126,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--products", type=int, default=100_000)
     parser.add_argument("--suggestions", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--results", default=str(ROOT / "loadtest" / "RESULTS.md"))
+    parser.add_argument("--quick", action="store_true", help="1,000 products, 20 suggestions")
+    parser.add_argument("--results", default=None, help="default: loadtest/RESULTS.md")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.products, args.suggestions, args.rounds = 1_000, 20, 1
     result = asyncio.run(run(args.products, args.suggestions, args.rounds))
     print(json.dumps(result, indent=1))
     given = argv if argv is not None else sys.argv[1:]
     command = " ".join(["python -m loadtest.bench_catalog", *given])
-    section = render(result, command)
-    print(section)
-    splice(Path(args.results), section)
+    text = render(result, command)
+    print(text)
+    if args.results or not args.quick:
+        write_sections(Path(args.results or ROOT / "loadtest" / "RESULTS.md"), {"catalog": text})
     return 0
 
 

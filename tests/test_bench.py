@@ -1,0 +1,47 @@
+"""Every benchmark's quick mode runs in CI (issue 20: ``make bench`` had rotted unseen), and
+RESULTS.md keeps one section per benchmark, each rewritten only by its own command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from loadtest import bench, bench_catalog
+from loadtest._results import write_sections
+
+
+def test_every_stub_benchmark_runs_in_quick_mode(tmp_path: Path) -> None:
+    results = tmp_path / "RESULTS.md"
+    assert (
+        bench.main(["--quick", "--only", "overhead,cache,memory", "--results", str(results)]) == 0
+    )
+    text = results.read_text()
+    for key in ("overhead", "cache", "memory"):
+        assert f"<!-- section:{key} -->" in text and f"<!-- /section:{key} -->" in text
+    assert "command: `python -m loadtest.bench --quick" in text and "- machine: " in text
+    assert "section:e2e" not in text  # it did not run, so it is not invented
+
+
+def test_the_catalog_benchmark_runs_in_quick_mode_and_keeps_other_sections(
+    tmp_path: Path,
+) -> None:
+    results = tmp_path / "RESULTS.md"
+    write_sections(
+        results, {"overhead": "<!-- section:overhead -->\nkept\n<!-- /section:overhead -->"}
+    )
+    assert bench_catalog.main(["--quick", "--results", str(results)]) == 0
+    text = results.read_text()
+    assert "\nkept\n" in text and "<!-- section:catalog -->" in text
+    assert "1,000 products" in text
+    before = text
+    assert bench_catalog.main(["--quick", "--results", str(results)]) == 0
+    after = results.read_text()
+    assert after.count("<!-- section:catalog -->") == 1 and after.index("kept") == before.index(
+        "kept"
+    )
+
+
+def test_quick_mode_leaves_the_committed_results_alone(tmp_path: Path) -> None:
+    committed = Path(bench.ROOT) / "loadtest" / "RESULTS.md"
+    before = committed.read_bytes()
+    assert bench.main(["--quick", "--only", "memory"]) == 0
+    assert committed.read_bytes() == before
