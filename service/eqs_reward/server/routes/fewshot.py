@@ -90,6 +90,24 @@ async def list_versions(
     dependencies=[Depends(require_admin)],
     responses={
         200: {"description": "dry run: the comparison; or every example was already present"},
+        201: {
+            "description": "the new version",
+            # OpenAPI links: what a client (and schemathesis's stateful phase) may do next.
+            "links": {
+                "ReadVersion": {
+                    "operationId": "list_examples_v1_fewshot_get",
+                    "parameters": {"version": "$response.body#/version"},
+                },
+                "ReadCalibration": {
+                    "operationId": "get_calibration_v1_fewshot_calibration_get",
+                    "parameters": {"version": "$response.body#/version"},
+                },
+                "RetireAdded": {
+                    "operationId": "retire_example_v1_fewshot__example_id__delete",
+                    "parameters": {"example_id": "$response.body#/added/0"},
+                },
+            },
+        },
         **errors(*BODY, *ADMIN, 409),
     },
 )
