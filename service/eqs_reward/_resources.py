@@ -9,7 +9,7 @@ from importlib.resources import as_file, files
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
-__all__ = ["demo_dir", "fewshot_seed_dir", "prompts_dir", "queries_dir"]
+__all__ = ["demo_dir", "fewshot_seed_dir", "judge_cases_dir", "prompts_dir", "queries_dir"]
 
 
 def _packaged(name: str) -> Traversable:
@@ -40,3 +40,9 @@ def queries_dir() -> Path:
 def demo_dir() -> Path:
     """The project's demo catalog and click logs (synthetic; ``eqs_reward.offline.demo``)."""
     return _as_path(_packaged("demo"))
+
+
+def judge_cases_dir() -> Path:
+    """The packaged labeled cases: ``train.jsonl`` (the taught head fits on it, minus held-out
+    queries) and ``dev.jsonl`` (validation only, never fit on); see ``SOURCES.md`` there."""
+    return _as_path(_packaged("judge_cases"))

@@ -40,6 +40,7 @@ from eqs_reward.server._middleware import (
 from eqs_reward.server.bank import BankService, BankStore, BankUnavailableError, open_store
 from eqs_reward.server.cache import RedisTier
 from eqs_reward.server.errors import ServiceError, envelope
+from eqs_reward.server.heads import HeadUnavailableError
 from eqs_reward.server.metrics import Metrics
 from eqs_reward.server.routes import (
     fewshot_router,
@@ -128,6 +129,13 @@ async def init_app_state(app: FastAPI, stack: AsyncExitStack) -> None:
     stack.push_async_callback(scoring.inflight.drain)
     active = await bank.active()
     metrics.fewshot_version.set(active.version)
+    if scoring.taught in scoring.resolve_recipe(None).computed:
+        # Load (or fit, about a second) the active version's taught model now, not on the first
+        # request; a failure here is the head's 503 later, not a failed start.
+        try:
+            await scoring.taught.head_version(active)
+        except HeadUnavailableError as exc:
+            log.warning("%s", exc)
     metrics.build.info(
         {
             "version": __version__,

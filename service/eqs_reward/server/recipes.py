@@ -46,6 +46,7 @@ HEAD_SIGNALS: dict[str, tuple[str, ...]] = {
     "exclusivity": ("novelty", "distinctness"),
     "retrieval": ("hits", "match", "budget", "brand", "consistency"),
     "clicks": ("p_click",),
+    "taught": ("answerability", "factuality", "information_gain"),
 }
 HEAD_SET_SIGNALS: dict[str, tuple[str, ...]] = {
     "judge": (),
@@ -53,6 +54,7 @@ HEAD_SET_SIGNALS: dict[str, tuple[str, ...]] = {
     "exclusivity": ("diversity",),
     "retrieval": ("diversity", "coverage"),
     "clicks": ("any_click",),
+    "taught": (),
 }
 #: The settings a recipe may give each head (``[heads.shopper] prompt = "shopper-v1"``), with
 #: their types. The judge's prompt is the server's (``EQS_REWARD_PROMPT_VERSION``).
@@ -62,6 +64,7 @@ HEAD_SETTINGS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "exclusivity": {"low": (int, float), "high": (int, float)},
     "retrieval": {"depth": int},
     "clicks": {},
+    "taught": {},
 }
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")

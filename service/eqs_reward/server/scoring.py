@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from eqs_reward.catalog import CatalogBackend
 from eqs_reward.judge import (
@@ -57,6 +57,7 @@ from eqs_reward.server.heads import (
 from eqs_reward.server.heads._base import ComputedHead, HeadUnavailableError
 from eqs_reward.server.heads.clicks import ClicksHead
 from eqs_reward.server.heads.retrieval import RetrievalHead
+from eqs_reward.server.heads.taught import TaughtHead, training_cases
 from eqs_reward.server.metrics import Metrics
 from eqs_reward.server.recipes import (
     HEAD_SET_SIGNALS,
@@ -78,6 +79,16 @@ from eqs_reward.types import (
 )
 
 __all__ = ["Admit", "RateMeter", "ScoringService"]
+
+
+@runtime_checkable
+class _StoresTaught(Protocol):
+    async def get_taught(self, version: int, embedder: str) -> str | None: ...
+    async def set_taught(self, version: int, embedder: str, body: str) -> None: ...
+
+
+#: A computed head; the taught one is also given the bank version a request uses.
+AnyComputed = ComputedHead | TaughtHead
 
 log = logging.getLogger("eqs_reward.scoring")
 
@@ -140,7 +151,7 @@ class _Plan:
 
     recipe: Recipe
     llm_heads: tuple[LLMHead, ...]
-    computed: tuple[ComputedHead, ...]
+    computed: tuple[AnyComputed, ...]
 
 
 #: Per item and computed head: its per-suggestion and set signals, or a failure reason.
@@ -202,6 +213,12 @@ class ScoringService:
         self.catalog = catalog
         self._retrieval: dict[int, RetrievalHead] = {}  # one per search depth (shared cache)
         self.clicks = ClicksHead(settings.data_dir / "clicks")
+        self.taught = TaughtHead(
+            _LazyEmbedder(self),
+            training_cases(settings.taught_cases),
+            # A bank store keeps each version's model; a read-only bank (tests, offline) does not.
+            (bank.get_taught, bank.set_taught) if isinstance(bank, _StoresTaught) else None,
+        )
         self.plans = {name: self._plan(recipe) for name, recipe in self.recipes.items()}
 
     # -- 0. recipes and heads -------------------------------------------------------------------
@@ -223,7 +240,7 @@ class ScoringService:
 
     def _plan(self, recipe: Recipe) -> _Plan:
         llm: list[LLMHead] = []
-        computed: list[ComputedHead] = []
+        computed: list[AnyComputed] = []
         for name, head_settings in recipe.heads.items():
             if name == "judge":
                 llm.append(LLMHead("judge", self.prompt, uses_bank=True))
@@ -257,18 +274,24 @@ class ScoringService:
                 computed.append(self._retrieval[depth])
             elif name == "clicks":
                 computed.append(self.clicks)
+            elif name == "taught":
+                computed.append(self.taught)
         if "judge" in recipe.heads and self.prompt.output.names != HEAD_SIGNALS["judge"]:
             raise RecipeError(f"prompt {self.prompt.version} does not answer the judge's signals")
         return _Plan(recipe, tuple(llm), tuple(computed))
 
-    async def head_versions(self, plan: _Plan) -> dict[str, str]:
-        """Each head's own version (prompt, embedder and ramp, catalog, click model); 503 when
-        a head has nothing to work from (no catalog loaded, no click model fitted): a
-        configuration to fix, not a failure to flag on every suggestion."""
+    async def head_versions(self, plan: _Plan, bank_version: BankVersion) -> dict[str, str]:
+        """Each head's own version (prompt, embedder and ramp, catalog, click model, the taught
+        model of the bank version); 503 when a head has nothing to work from (no catalog
+        loaded, no click model fitted): a configuration to fix, not a failure to flag on every
+        suggestion."""
         versions = {head.name: head.version for head in plan.llm_heads}
         for head in plan.computed:
             try:
-                versions[head.name] = await head.head_version()
+                if isinstance(head, TaughtHead):
+                    versions[head.name] = await head.head_version(bank_version)
+                else:
+                    versions[head.name] = await head.head_version()
             except HeadUnavailableError as exc:
                 raise UnavailableError(f"recipe {plan.recipe.key}: {exc}") from exc
         return versions
@@ -309,9 +332,9 @@ class ScoringService:
         deadline = started + self.settings.request_deadline_s
         options = request.options
         plan = self.resolve_recipe(options.recipe)
-        head_versions = await self.head_versions(plan)
         if bank_version is None:
             bank_version = await self.resolve_version(options.fewshot_version)
+        head_versions = await self.head_versions(plan, bank_version)
         cases: dict[str, _Case] = {}
         items = [self._prepare(item, options, plan, bank_version, cases) for item in request.items]
         outcomes = await self._lookup(cases) if options.cache else {}
@@ -319,7 +342,8 @@ class ScoringService:
         if missing and admit is not None:
             admit(sum(1 for key in missing if not options.cache or key not in self.inflight))
         computing = [
-            asyncio.ensure_future(self._computed(head, items, deadline)) for head in plan.computed
+            asyncio.ensure_future(self._computed(head, items, bank_version, deadline))
+            for head in plan.computed
         ]
         if missing:
             calls = {
@@ -559,7 +583,7 @@ class ScoringService:
         return verdict.scores
 
     async def _computed(
-        self, head: ComputedHead, items: list[_Item], deadline: float
+        self, head: AnyComputed, items: list[_Item], bank_version: BankVersion, deadline: float
     ) -> list[_Computed]:
         """A computed head over every item at once (one embedding batch, say); on any failure
         every item gets the reason instead (its suggestions fail, flagged, nothing cached)."""
@@ -573,6 +597,8 @@ class ScoringService:
         reason: str
         try:
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                if isinstance(head, TaughtHead):
+                    return list(await head.score(batch, bank_version))
                 return list(await head.score(batch))
         except TimeoutError:
             reason = "deadline"

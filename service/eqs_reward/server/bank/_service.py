@@ -12,6 +12,7 @@ with the judge failing, a gate that compared nothing would wave any change throu
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,6 +41,8 @@ from eqs_reward.server.metrics import Metrics
 from eqs_reward.server.schemas import AttackCase, ScoreRequest
 from eqs_reward.server.settings import Settings
 from eqs_reward.types import DIMENSIONS, ScoreMode
+
+log = logging.getLogger("eqs_reward.bank")
 
 if TYPE_CHECKING:
     from eqs_reward.server.scoring import ScoringService
@@ -163,6 +166,7 @@ class BankService:
         except StaleVersionError as exc:
             raise ConflictError(str(exc), active_version=exc.active) from exc
         self.metrics.fewshot_version.set(result.version)
+        await self._refit(result)
         return GateOutcome(None, result)
 
     def _apply_gate(self, comparison: dict[str, Any], cases: int, note: str, force: bool) -> str:
@@ -206,7 +210,19 @@ class BankService:
         except ExampleNotFoundError as exc:
             raise NotFoundError(str(exc)) from exc
         self.metrics.fewshot_version.set(result.version)
+        await self._refit(result)
         return result
+
+    async def _refit(self, result: WriteResult) -> None:
+        """Fit the taught head's model of a new version at once (about a second), so its first
+        request does not wait. The write stands whatever happens here: a version without a
+        model gets one fitted on first use."""
+        if not result.created:
+            return
+        try:
+            await self.scoring.taught.refit(await self.store.get(result.version))
+        except Exception as exc:  # the embedder down, say: the head retries on first use
+            log.warning("taught model of version %d not fitted now: %r", result.version, exc)
 
     def _gate_cases(self) -> list[LabeledCase]:
         path = self.settings.fewshot_gate_cases

@@ -142,6 +142,8 @@ class BankStore(FewshotBank, Protocol):
     ) -> WriteResult: ...
     async def set_calibration(self, version: int, thresholds: dict[str, Any]) -> None: ...
     async def get_calibration(self, version: int) -> dict[str, Any] | None: ...
+    async def set_taught(self, version: int, embedder: str, body: str) -> None: ...
+    async def get_taught(self, version: int, embedder: str) -> str | None: ...
     async def ping(self) -> None: ...
     async def close(self) -> None: ...
 
@@ -254,6 +256,12 @@ CREATE TABLE IF NOT EXISTS examples (
 CREATE TABLE IF NOT EXISTS calibrations (
     version INTEGER PRIMARY KEY,
     body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS taught_models (
+    version INTEGER NOT NULL,
+    embedder TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (version, embedder)
 );
 CREATE TABLE IF NOT EXISTS bank_versions (
     version INTEGER PRIMARY KEY,
@@ -401,6 +409,27 @@ class SQLiteBankStore(_Store):
 
         row = await self._call(read)
         return None if row is None else dict(json.loads(row[0]))
+
+    async def set_taught(self, version: int, embedder: str, body: str) -> None:
+        """Store (or replace) the taught head's model of a version (JSON, per embedder)."""
+
+        def write() -> None:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO taught_models (version, embedder, body) VALUES (?, ?, ?)",
+                (version, embedder, body),
+            )
+
+        await self._call(write)
+
+    async def get_taught(self, version: int, embedder: str) -> str | None:
+        def read() -> Any:
+            return self._conn.execute(
+                "SELECT body FROM taught_models WHERE version = ? AND embedder = ?",
+                (version, embedder),
+            ).fetchone()
+
+        row = await self._call(read)
+        return None if row is None else str(row[0])
 
     async def ping(self) -> None:
         await self._call(lambda: self._conn.execute("SELECT 1").fetchone())
@@ -716,6 +745,13 @@ class RedisBankStore(_Store):
     async def get_calibration(self, version: int) -> dict[str, Any] | None:
         raw = await self._guard(self.redis.get(f"{self.prefix}calibration:{version}"))
         return None if raw is None else dict(json.loads(raw))
+
+    async def set_taught(self, version: int, embedder: str, body: str) -> None:
+        await self._guard(self.redis.set(f"{self.prefix}taught:{version}:{embedder}", body))
+
+    async def get_taught(self, version: int, embedder: str) -> str | None:
+        raw = await self._guard(self.redis.get(f"{self.prefix}taught:{version}:{embedder}"))
+        return None if raw is None else raw.decode() if isinstance(raw, bytes) else str(raw)
 
     async def ping(self) -> None:
         await self._guard(self.redis.ping())
