@@ -372,6 +372,50 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fidelity_report(args: argparse.Namespace) -> int:
+    require("server", "fidelity")
+    from eqs_reward.offline import fidelity
+
+    with RewardClient(args.url) as client:
+        default = client.recipes()["default"]
+    prompts = Path(args.prompts_dir) if args.prompts_dir else None
+    reports = [
+        fidelity.measure(args.url, recipe, mode, split, prompts=prompts)
+        for recipe in (args.recipe or [default])
+        for mode in (args.mode or ["soft"])
+        for split in (args.split or list(fidelity.SPLITS))
+    ]
+    floors = json.loads(Path(args.floors).read_text()) if args.floors else {}
+    command = "eqs-reward fidelity report " + " ".join(sys.argv[2:] if args.out else [])
+    text = fidelity.render(reports, floors, command.strip())
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.md").write_text(text, encoding="utf-8")
+        (out / "report.json").write_text(json.dumps(reports, indent=1, default=str) + "\n")
+    if args.readme:
+        fidelity.quote_in_readme(Path(args.readme), text)
+    failures = [f for r in reports for f in fidelity.check(r, floors)]
+    for failure in failures:
+        print(f"fidelity gate: {failure}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def cmd_fidelity_fit(args: argparse.Namespace) -> int:
+    require("server", "fidelity")
+    from eqs_reward.judge.cases import Example
+    from eqs_reward.offline import fidelity
+
+    with RewardClient(args.url) as client:
+        bank = client.fewshot()
+    examples = [Example.model_validate(e, strict=False) for e in bank["examples"]]
+    result = fidelity.fit_weights(args.url, Path(args.out), examples)
+    print(json.dumps(result, indent=1, default=str))
+    print(f"recipe: {args.out}")
+    return 0
+
+
 def _catalog_backend(args: argparse.Namespace) -> Any:
     from eqs_reward.catalog import open_catalog
 
@@ -854,6 +898,39 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="write the demo catalog and click logs")
     demo.add_argument("--out", default="demo")
     demo.set_defaults(func=cmd_demo)
+
+    fidelity = sub.add_parser("fidelity", help="the reward's fidelity on held-out labels [server]")
+    fidelity_sub = fidelity.add_subparsers(dest="fidelity_command", required=True)
+    report = fidelity_sub.add_parser(
+        "report", help="measure recipes on the validation split; check the floors"
+    )
+    report.add_argument("--url", default=DEFAULT_URL)
+    report.add_argument(
+        "--recipe", action="append", default=None, help="repeatable; default: the server's default"
+    )
+    report.add_argument(
+        "--mode", action="append", choices=["binary", "soft"], default=None, help="default: soft"
+    )
+    report.add_argument(
+        "--split",
+        action="append",
+        choices=["validation", "dev"],
+        default=None,
+        help="default: both",
+    )
+    report.add_argument(
+        "--prompts-dir", default=None, help="the service's EQS_REWARD_PROMPTS_DIR, if it has one"
+    )
+    report.add_argument("--floors", default=None, help="floors JSON: exit 1 when one is missed")
+    report.add_argument("--out", default=None, help="folder for report.md and report.json")
+    report.add_argument("--readme", default=None, help="quote the table in this README")
+    report.set_defaults(func=cmd_fidelity_report)
+    fit_weights = fidelity_sub.add_parser(
+        "fit", help="fit the taught recipe's weights for the service's judge; write the recipe"
+    )
+    fit_weights.add_argument("--url", default=DEFAULT_URL)
+    fit_weights.add_argument("--out", default="prompts/recipes/qualeqs-taught.toml")
+    fit_weights.set_defaults(func=cmd_fidelity_fit)
 
     bank = sub.add_parser("bank", help="the versioned few-shot bank")
     bank_sub = bank.add_subparsers(dest="bank_command", required=True)

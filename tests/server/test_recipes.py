@@ -194,7 +194,13 @@ def test_get_recipes_lists_them_with_their_heads(client: TestClient) -> None:
     data = response.json()
     assert data["default"] == "qualeqs"
     by_id = {r["id"]: r for r in data["recipes"]}
-    assert set(by_id) == {"qualeqs", "qualeqs-blend", "qualeqs-grounded", "qualeqs-clicks"}
+    assert set(by_id) == {
+        "qualeqs",
+        "qualeqs-blend",
+        "qualeqs-grounded",
+        "qualeqs-clicks",
+        "qualeqs-taught",
+    }
     assert list(by_id["qualeqs"]["heads"]) == ["judge"]
     blend = by_id["qualeqs-blend"]["heads"]
     assert blend["shopper"]["settings"] == {"prompt": "shopper-v1"}

@@ -59,8 +59,10 @@ class Settings(BaseSettings):
         default="guard-v1", description="reward-hacking guard rules in prompts/guards/"
     )
     default_recipe: str = Field(
-        default="qualeqs",
-        description="the recipe of a request that names none (prompts/recipes/<id>.toml)",
+        default="qualeqs-taught",
+        description="the recipe of a request that names none (prompts/recipes/<id>.toml); "
+        "qualeqs-taught measures best on labeled cases (loadtest/fidelity/report.md), qualeqs "
+        "is the paper's exact reward",
     )
     prompts_dir: Path | None = Field(
         default=None, description="judge prompt templates; unset: the ones packaged in the wheel"
@@ -133,6 +135,11 @@ class Settings(BaseSettings):
         default=4000, ge=0, description="prompt tokens for examples; 0: no limit"
     )
     fewshot_max_examples_per_add: int = Field(default=100, ge=1)
+    taught_cases: list[Path] = Field(
+        default_factory=list,
+        description="labeled case files (JSONL, judge_cases format) the taught head fits on, "
+        "beside the packaged training cases and the bank's examples",
+    )
     fewshot_version_cache_bytes: int = Field(
         default=32 * 2**20,
         ge=0,

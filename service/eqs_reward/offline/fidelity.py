@@ -1,0 +1,364 @@
+"""Fidelity: how well a reward ranks labeled suggestions it was not fit on, and the floors CI holds.
+
+- The **validation split** is the packaged ``dev.jsonl`` plus the training cases of the held-out
+  queries (``eqs_reward.server.heads.taught.held_out``): nothing is ever fit on it.
+- ``measure`` scores it through a running service under one recipe and reports, per dimension
+  and for the product (the suggestion reward), the ROC AUC against the labels (a suggestion is
+  good when all three labels are 1), and the median reward of the good suggestions against the
+  75th percentile of the others.
+- ``fit_weights`` fits the taught recipe's combination: per dimension, the weight of the
+  judge's soft score against the taught head's out-of-fold probability, chosen on the fitting
+  cases only (query-grouped folds), and writes the recipe file.
+- ``check`` compares a report with committed floors; ``eqs-reward fidelity report --floors``
+  and the CI test refuse a change that lowers any of them.
+
+A recipe's value for one dimension is its suggestion reward with the other dimensions' signals
+set to 1 (for a product of per-dimension terms, exactly that term).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import statistics
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from eqs_reward._jsonl import read_jsonl
+from eqs_reward._resources import judge_cases_dir, prompts_dir
+from eqs_reward.client import RewardClient
+from eqs_reward.evaluation import roc_auc
+from eqs_reward.types import DIMENSIONS, ScoreMode
+
+__all__ = [
+    "check",
+    "fit_cases",
+    "fit_weights",
+    "measure",
+    "quote_in_readme",
+    "render",
+    "split_cases",
+    "validation_cases",
+]
+
+
+def _cases(name: str) -> list[dict[str, Any]]:
+    return read_jsonl(judge_cases_dir() / name)
+
+
+def validation_cases() -> list[dict[str, Any]]:
+    """``dev.jsonl`` and the held-out queries' training cases."""
+    from eqs_reward.server.heads.taught import held_out
+
+    held = [c for c in _cases("train.jsonl") if held_out(c["context"]["query"])]
+    return _cases("dev.jsonl") + held
+
+
+def fit_cases() -> list[dict[str, Any]]:
+    """The training cases the taught head and the recipe weights are fit on."""
+    from eqs_reward.server.heads.taught import held_out
+
+    return [c for c in _cases("train.jsonl") if not held_out(c["context"]["query"])]
+
+
+def _good(case: dict[str, Any]) -> int:
+    return int(all(case["labels"][d] == 1 for d in DIMENSIONS))
+
+
+def _auc(labels: Sequence[int], values: Sequence[float]) -> float:
+    if len(set(labels)) < 2 or len(set(values)) < 2:
+        return math.nan
+    return roc_auc(labels, values)
+
+
+def _score(
+    url: str, cases: Sequence[dict[str, Any]], recipe: str | None, mode: ScoreMode, cache: bool
+) -> tuple[list[Any], dict[str, Any]]:
+    items = [
+        {"id": str(n), "context": c["context"], "suggestions": [c["suggestion"]]}
+        for n, c in enumerate(cases)
+    ]
+    with RewardClient(url, k=1, score_mode=mode, recipe=recipe, timeout_s=600) as client:
+        response = client.score(items, cache=cache)
+    return [r.suggestions[0] for r in response.results], response.meta.to_dict()
+
+
+def dimension_values(recipe: Any, signals: dict[str, float]) -> dict[str, float]:
+    """Each dimension's value under a recipe (its reward, the other dimensions' signals at 1)."""
+    out = {}
+    for dimension in DIMENSIONS:
+        others = {
+            name: 1.0
+            for name in signals
+            if name.rsplit(".", 1)[-1] in DIMENSIONS and not name.endswith("." + dimension)
+        }
+        out[dimension] = recipe.suggestion_reward({**signals, **others})
+    return out
+
+
+def _recipe(name: str, prompts: Path | None = None) -> Any:
+    """The recipe as the service loads it (``prompts``: its EQS_REWARD_PROMPTS_DIR, if set)."""
+    from eqs_reward.server.recipes import load_recipes
+
+    return load_recipes((prompts or prompts_dir()) / "recipes")[name]
+
+
+SPLITS = ("validation", "dev")
+
+
+def split_cases(split: str) -> list[dict[str, Any]]:
+    """``validation`` (dev and the held-out training queries) or ``dev`` alone."""
+    if split == "dev":
+        return _cases("dev.jsonl")
+    if split == "validation":
+        return validation_cases()
+    raise ValueError(f"no split {split!r} (known: {', '.join(SPLITS)})")
+
+
+def measure(
+    url: str,
+    recipe: str,
+    mode: ScoreMode = "soft",
+    split: str = "validation",
+    cache: bool = True,
+    prompts: Path | None = None,
+) -> dict[str, Any]:
+    """One recipe's fidelity on a split of labeled cases it was not fit on."""
+    cases = split_cases(split)
+    scored, meta = _score(url, cases, recipe, mode, cache)
+    definition = _recipe(recipe, prompts)
+    rows = [
+        (case, s)
+        for case, s in zip(cases, scored, strict=True)
+        if s.status == "ok" and s.reward is not None and s.signals
+    ]
+    good = [_good(c) for c, _ in rows]
+    rewards = [float(s.reward) for _, s in rows]
+    values = [dimension_values(definition, dict(s.signals)) for _, s in rows]
+    auc = {d: _auc([c["labels"][d] for c, _ in rows], [v[d] for v in values]) for d in DIMENSIONS}
+    auc["product"] = _auc(good, rewards)
+    good_rewards = [r for r, g in zip(rewards, good, strict=True) if g]
+    other_rewards = sorted(r for r, g in zip(rewards, good, strict=True) if not g)
+    return {
+        "recipe": recipe,
+        "mode": mode,
+        "split": split,
+        "cases": len(cases),
+        "scored": len(rows),
+        "good": sum(good),
+        "auc": auc,
+        "median_reward_good": statistics.median(good_rewards) if good_rewards else math.nan,
+        "p75_reward_others": (
+            statistics.quantiles(other_rewards, n=4)[2] if len(other_rewards) > 1 else math.nan
+        ),
+        "heads": meta.get("recipe", {}).get("heads", {}),
+        "judge_model": meta.get("judge_model"),
+        "fewshot_version": meta.get("fewshot_version"),
+    }
+
+
+def check(report: dict[str, Any], floors: dict[str, Any]) -> list[str]:
+    """What falls below its floor (empty: the gate passes). ``floors`` maps a recipe and mode
+    and split (``"qualeqs-taught/soft/validation"``) to ``{dimension or "product": minimum}``."""
+    wanted = floors.get(f"{report['recipe']}/{report['mode']}/{report['split']}", {})
+    failures = []
+    for name, floor in wanted.items():
+        value = report["auc"].get(name, math.nan)
+        if not value >= floor:
+            failures.append(
+                f"{report['recipe']} ({report['mode']}, {report['split']}): {name} ROC AUC "
+                f"{value:.3f} is below "
+                f"its floor {floor:.3f}"
+            )
+    return failures
+
+
+# -- fitting the combination ------------------------------------------------------------------
+WEIGHT_GRID = [n / 20 for n in range(21)]
+
+
+def _oof_taught(cases: Sequence[dict[str, Any]], examples: Sequence[Any]) -> dict[str, list[float]]:
+    """The taught head's out-of-fold probabilities on ``cases`` (5 folds grouped by query),
+    each fold's model fit like the service's: the bank's examples plus the other folds."""
+    import numpy as np
+    from sklearn.model_selection import GroupKFold
+
+    from eqs_reward.judge.cases import LabeledCase
+    from eqs_reward.server.heads import WordLlamaEmbedder
+    from eqs_reward.server.heads.taught import as_case, features, fit_model
+
+    embedder = WordLlamaEmbedder()
+    labeled = [LabeledCase.model_validate(c) for c in cases]
+    bank = [as_case(e) for e in examples]
+    everything = labeled + bank
+    pairs = [(c.context.query, c.suggestion) for c in everything]
+    vectors = asyncio.run(embedder.embed([q for q, _ in pairs] + [s for _, s in pairs]))
+    matrix = features(vectors[: len(pairs)], vectors[len(pairs) :], pairs)
+    out = {d: [0.0] * len(labeled) for d in DIMENSIONS}
+    groups = [c.context.query for c in labeled]
+    n = len(labeled)
+    for train, test in GroupKFold(5).split(np.zeros(n), groups=groups):
+        rows = list(train) + list(range(n, len(everything)))
+        model = fit_model(embedder.name, matrix[rows], [everything[i] for i in rows])
+        predicted = model.predict(matrix[list(test)])
+        for d in DIMENSIONS:
+            for i, value in zip(test, predicted[d], strict=True):
+                out[d][int(i)] = float(value)
+    return out
+
+
+def fit_weights(url: str, recipe_path: Path, examples: Sequence[Any]) -> dict[str, Any]:
+    """Fit the taught recipe's per-dimension weights on the fitting cases and write the recipe.
+
+    The judge's soft scores come from the service at ``url`` (recipe ``qualeqs``: the judge
+    alone, with the bank's examples in its prompt; ``examples`` are those, kept out of the
+    cases). The weight of the judge against the taught head is the one of ``WEIGHT_GRID`` with
+    the best out-of-fold ROC AUC per dimension (the smaller judge weight on a tie)."""
+    shown = {(e.context.query, e.suggestion) for e in examples}
+    cases = [c for c in fit_cases() if (c["context"]["query"], c["suggestion"]) not in shown]
+    scored, meta = _score(url, cases, "qualeqs", "soft", cache=True)
+    keep = [n for n, s in enumerate(scored) if s.status == "ok"]
+    taught = _oof_taught(cases, examples)
+    fitted: dict[str, Any] = {}
+    for d in DIMENSIONS:
+        labels = [cases[n]["labels"][d] for n in keep]
+        judge = [float(scored[n].dimension(d) or 0.0) for n in keep]
+        oof = [taught[d][n] for n in keep]
+        best = max(
+            WEIGHT_GRID,
+            key=lambda w: (
+                _auc(labels, [w * j + (1 - w) * t for j, t in zip(judge, oof, strict=True)]),
+                -w,
+            ),
+        )
+        fitted[d] = {
+            "judge_weight": best,
+            "auc_judge": _auc(labels, judge),
+            "auc_taught": _auc(labels, oof),
+            "auc_blend": _auc(
+                labels, [best * j + (1 - best) * t for j, t in zip(judge, oof, strict=True)]
+            ),
+        }
+    version = _next_version(recipe_path, fitted)
+    recipe_path.write_text(_recipe_text(fitted, meta, len(keep), version), encoding="utf-8")
+    return {"cases": len(keep), "judge_model": meta.get("judge_model"), "dimensions": fitted}
+
+
+def _next_version(path: Path, fitted: dict[str, Any]) -> int:
+    """The recipe's version: the same when the weights are unchanged, else one more (scores
+    computed under a recipe are keyed by its version: new weights must not meet old entries)."""
+    if not path.is_file():
+        return 1
+    import tomllib
+
+    old = tomllib.loads(path.read_text(encoding="utf-8"))
+    weights = [term["weighted"]["weights"][0] for term in old["suggestion_reward"]["product"]]
+    same = weights == [fitted[d]["judge_weight"] for d in DIMENSIONS]
+    return int(old["version"]) if same else int(old["version"]) + 1
+
+
+def _recipe_text(fitted: dict[str, Any], meta: dict[str, Any], cases: int, version: int) -> str:
+    terms = []
+    for d in DIMENSIONS:
+        w = fitted[d]["judge_weight"]
+        terms.append(
+            f'  {{ weighted = {{ terms = ["judge.{d}", "taught.{d}"], '
+            f"weights = [{w:g}, {1 - w:g}] }} }},"
+        )
+    lines = [
+        "# QualEQS with the taught head: per dimension, the judge's soft score and the taught",
+        "# head's probability, combined by weights fit on labels (not set by hand):",
+        "#   eqs-reward fidelity fit  (against a service running the judge it is fit for)",
+        f"# Fit {datetime.now(UTC):%Y-%m-%d} on {cases} packaged training cases (held-out queries",
+        f"# and the bank's examples left out) for judge {meta.get('judge_model')!s}, prompt "
+        f"{meta.get('prompt_version')!s};",
+        "# out-of-fold ROC AUC per dimension (judge alone / taught alone / combined):",
+    ]
+    for d in DIMENSIONS:
+        f = fitted[d]
+        lines.append(
+            f"#   {d}: {f['auc_judge']:.3f} / {f['auc_taught']:.3f} / {f['auc_blend']:.3f}"
+        )
+    lines += [
+        "#   r(s) = product over the three dimensions of the combined value",
+        "#   r_q  = r_f * mean_s r(s)",
+        "",
+        'id = "qualeqs-taught"',
+        f"version = {version}",
+        'description = "QualEQS dimensions from the judge and the taught head, combined by '
+        "weights fit on labeled cases; the paper's product and set reward.\"",
+        "",
+        "[heads.judge]",
+        "[heads.taught]",
+        "",
+        "[suggestion_reward]",
+        "product = [",
+        *terms,
+        "]",
+        "",
+        "[set_reward]",
+        'product = ["format", { mean_over = "reward" }]',
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# -- the report -------------------------------------------------------------------------------
+README_MARKERS = ("<!-- fidelity-report -->", "<!-- /fidelity-report -->")
+
+
+def quote_in_readme(readme: Path, report_text: str) -> None:
+    """Put the report's table between the README's markers (the README quotes the report and
+    types no number of its own; a test compares the two)."""
+    start, end = README_MARKERS
+    text = readme.read_text(encoding="utf-8")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    table = "\n".join(line for line in report_text.splitlines() if line.startswith("|"))
+    readme.write_text(f"{head}{start}\n{table}\n{end}{tail}", encoding="utf-8")
+
+
+def render(reports: Sequence[dict[str, Any]], floors: dict[str, Any], command: str) -> str:
+    lines = [
+        "# Fidelity report",
+        "",
+        f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; command: `{command}`",
+        f"- splits, never fit on: validation = {len(validation_cases())} labeled cases (the "
+        f"packaged `dev.jsonl`, {len(_cases('dev.jsonl'))}, and the held-out queries of "
+        "`train.jsonl`); dev = `dev.jsonl` alone",
+        "- ROC AUC against the labels; product: the suggestion reward against 'good on all "
+        "three'; floors from `loadtest/fidelity/floors.json` (what CI holds)",
+        "",
+        "| recipe | mode | split | answerability | factuality | information gain | product | "
+        "median reward, good | p75 reward, others | judged |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in reports:
+        a = r["auc"]
+        lines.append(
+            f"| {r['recipe']} | {r['mode']} | {r['split']} | {a['answerability']:.3f} | "
+            f"{a['factuality']:.3f} | "
+            f"{a['information_gain']:.3f} | **{a['product']:.3f}** | "
+            f"{r['median_reward_good']:.3f} | {r['p75_reward_others']:.3f} | "
+            f"{r['scored']}/{r['cases']} |"
+        )
+    lines += ["", "Floors:", ""]
+    for key, wanted in sorted(floors.items()):
+        if key.startswith("_"):
+            continue
+        values = ", ".join(f"{name} >= {floor:.3f}" for name, floor in wanted.items())
+        lines.append(f"- {key}: {values}")
+    failures = [f for r in reports for f in check(r, floors)]
+    lines += [
+        "",
+        "Gate: " + ("**passes**" if not failures else "**fails**: " + "; ".join(failures)),
+    ]
+    if reports:
+        lines += [
+            "",
+            f"Heads: `{json.dumps(reports[0]['heads'])}`; judge {reports[0]['judge_model']}.",
+        ]
+    return "\n".join(lines) + "\n"
