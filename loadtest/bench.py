@@ -458,6 +458,59 @@ def bench_memory(entries: int) -> dict[str, Any]:
     }
 
 
+# -- 6. the taught head ------------------------------------------------------------------------
+def bench_taught(suggestions: int, fit_examples: int) -> dict[str, Any]:
+    """The taught head's own time per suggestion (a request of one suggestion, its text new to
+    the embedding cache), per suggestion in a GRPO group of 24, and a fit on ``fit_examples``."""
+    from datetime import UTC, datetime
+
+    from eqs_reward._resources import fewshot_seed_dir
+    from eqs_reward.judge.cases import Context, load_seed_examples
+    from eqs_reward.server.bank import BankVersion
+    from eqs_reward.server.heads import WordLlamaEmbedder
+    from eqs_reward.server.heads.taught import TaughtHead, training_cases
+
+    cases = training_cases()
+    head = TaughtHead(WordLlamaEmbedder(), cases)
+    seed = load_seed_examples(fewshot_seed_dir())
+    version = BankVersion(1, tuple(seed), datetime.now(UTC))
+
+    async def run() -> dict[str, Any]:
+        await head.score([(Context(query="warm"), ["warm up"])], version)  # load and fit once
+        single = []
+        for n in range(suggestions):
+            text = f"Which standing desks under ${100 + n} have a memory keypad?"
+            started = time.perf_counter()
+            await head.score([(Context(query=f"standing desk {n % 50}"), [text])], version)
+            single.append(time.perf_counter() - started)
+        grouped = []
+        for n in range(max(3, suggestions // 24)):
+            texts = [f"Desks {n}-{m} under ${200 + m} with two motors?" for m in range(3)]
+            items = [(Context(query="standing desk"), texts)] * 8
+            started = time.perf_counter()
+            await head.score(items, version)
+            grouped.append((time.perf_counter() - started) / 24)
+        many = [
+            seed[n % len(seed)].model_copy(
+                update={"suggestion": f"{seed[n % len(seed)].suggestion} ({n})"}
+            )
+            for n in range(max(0, fit_examples - len(head.training)))
+        ]
+        started = time.perf_counter()
+        await head.fit(many)
+        fit_s = time.perf_counter() - started
+        return {
+            "single_p50_ms": percentile(single, 0.5) * 1e3,
+            "single_p99_ms": percentile(single, 0.99) * 1e3,
+            "group_per_suggestion_p50_ms": percentile(grouped, 0.5) * 1e3,
+            "fit_examples": len(many) + len(head.training),
+            "fit_s": fit_s,
+            "suggestions": suggestions,
+        }
+
+    return asyncio.run(run())
+
+
 # -- report ------------------------------------------------------------------------------------
 def verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
@@ -468,6 +521,7 @@ TITLES = {
     "cache": "2. Cache-hit path",
     "e2e": "3. End to end on the embedded vLLM judge (SmolLM2-135M, CPU)",
     "memory": "4. Memory of the in-process cache",
+    "taught": "6. The taught head: time per suggestion and fit",
 }
 
 
@@ -590,6 +644,25 @@ def _render(key: str, result: dict[str, Any]) -> list[str]:
             f"{verdict(mm['entries'] == mm['limit'] and mm['growth_after_2x_mib'] < 16)})",
             "",
         ]
+    if "taught" in results:
+        t = results["taught"]
+        lines += [
+            f"The head's whole work (embedding the query and every view of the suggestion, the "
+            f"three regressions, the carry-over rule) on {t['suggestions']} suggestions each new "
+            "to the embedding cache, one per call; then GRPO groups of 8 completions x 3.",
+            "",
+            "| | p50 ms | p99 ms |",
+            "|---|---|---|",
+            f"| one suggestion per request | {t['single_p50_ms']:.2f} | {t['single_p99_ms']:.2f} |",
+            f"| per suggestion, 24 per request | {t['group_per_suggestion_p50_ms']:.2f} | - |",
+            "",
+            f"- added latency per suggestion, p50: **{t['single_p50_ms']:.2f} ms** (target < 5 ms: "
+            f"{verdict(t['single_p50_ms'] < 5)}); a judge call on the embedded CPU judge takes "
+            "hundreds of milliseconds (section 3), and the head runs beside it, not after it",
+            f"- fit on {t['fit_examples']:,} labeled examples: **{t['fit_s']:.2f} s** (done when "
+            "a bank version is created)",
+            "",
+        ]
     return lines
 
 
@@ -597,7 +670,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--only", default="overhead,cache,e2e,memory")
+    parser.add_argument("--only", default="overhead,cache,e2e,memory,taught")
     parser.add_argument("--requests", type=int, default=1500)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
@@ -641,6 +714,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
         ),
         ("memory", lambda: bench_memory(memory_entries)),
+        ("taught", lambda: bench_taught(20 if args.quick else 500, 300 if args.quick else 1000)),
     ]
     results: dict[str, Any] = {}
     for name, step in steps:

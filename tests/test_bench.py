@@ -11,11 +11,10 @@ from loadtest._results import write_sections
 
 def test_every_stub_benchmark_runs_in_quick_mode(tmp_path: Path) -> None:
     results = tmp_path / "RESULTS.md"
-    assert (
-        bench.main(["--quick", "--only", "overhead,cache,memory", "--results", str(results)]) == 0
-    )
+    argv = ["--quick", "--only", "overhead,cache,memory,taught", "--results", str(results)]
+    assert bench.main(argv) == 0
     text = results.read_text()
-    for key in ("overhead", "cache", "memory"):
+    for key in ("overhead", "cache", "memory", "taught"):
         assert f"<!-- section:{key} -->" in text and f"<!-- /section:{key} -->" in text
     assert "command: `python -m loadtest.bench --quick" in text and "- machine: " in text
     assert "section:e2e" not in text  # it did not run, so it is not invented
