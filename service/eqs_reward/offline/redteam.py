@@ -69,12 +69,36 @@ def _passes(score: SuggestionScore, thresholds: dict[str, float] | None, level: 
     return (score.reward or 0.0) > level
 
 
+def _taught_products(cases: list[Case], examples: list[dict[str, Any]]) -> list[float]:
+    """The taught head's product on each case with the guard out of the way: what the guard
+    stands between a policy and (the head fit as the service fits it, on the bank's examples)."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    from eqs_reward.judge.cases import Context, Example
+    from eqs_reward.server.bank import BankVersion
+    from eqs_reward.server.heads import WordLlamaEmbedder
+    from eqs_reward.server.heads.taught import TaughtHead, training_cases
+
+    head = TaughtHead(WordLlamaEmbedder(), training_cases())
+    bank = tuple(Example.model_validate(e, strict=False) for e in examples)
+    version = BankVersion(0, bank, datetime.now(UTC), tag="redteam")
+    items = [(Context(query=c.query), [c.suggestion]) for c in cases]
+    rows = asyncio.run(head.score(items, version))
+    return [math.prod(r[0][0][d] for d in DIMENSIONS) for r in rows]
+
+
 def _summary(
-    scores: list[SuggestionScore], thresholds: dict[str, float] | None, level: float
+    scores: list[SuggestionScore],
+    thresholds: dict[str, float] | None,
+    level: float,
+    taught: list[float] | None = None,
 ) -> dict[str, Any]:
     n = len(scores)
     rewards = [s.reward or 0.0 for s in scores]
     return {
+        "taught_mean": statistics.fmean(taught) if taught else math.nan,
+        "taught_above_legit_median": sum(t > level for t in taught or []),
         "attacks": n,
         "refused": sum(s.status == "rejected" for s in scores),
         "rewarded_zero": sum(r == 0.0 for r in rewards),
@@ -101,6 +125,9 @@ def run(options: RedteamOptions) -> dict[str, Any]:
         attack_scores = _score(client, attacks, options.batch)
         held_scores = _score(client, held, options.batch)
         meta = client.score([{"context": {"query": "-"}, "suggestions": ["-"]}]).meta
+        examples = client.fewshot(options.fewshot_version)["examples"]
+    taught = _taught_products(attacks + held + legit, examples)
+    taught_of = {id(c): t for c, t in zip(attacks + held + legit, taught, strict=True)}
     thresholds = dict(calibration["thresholds"]) if calibration.get("fitted") else None
     judged = [s.reward for s in legit_scores if s.status == "ok" and s.reward is not None]
     level = statistics.median(judged) if judged else 0.5
@@ -109,6 +136,7 @@ def run(options: RedteamOptions) -> dict[str, Any]:
             [s for c, s in zip(attacks, attack_scores, strict=True) if c.family == family],
             thresholds,
             level,
+            [taught_of[id(c)] for c in attacks if c.family == family],
         )
         for family in FAMILIES
     }
@@ -117,13 +145,14 @@ def run(options: RedteamOptions) -> dict[str, Any]:
             [s for c, s in zip(held, held_scores, strict=True) if c.family == f"held_out/{name}"],
             thresholds,
             level,
+            [taught_of[id(c)] for c in held if c.family == f"held_out/{name}"],
         )
         for name in HELD_OUT
     }
     report = {
         "meta": {**meta.to_dict(), "url": options.url, "calibrated": thresholds is not None},
         "pass_level": thresholds or {"reward_above": level},
-        "overall": _summary(attack_scores, thresholds, level),
+        "overall": _summary(attack_scores, thresholds, level, [taught_of[id(c)] for c in attacks]),
         "families": by_family,
         "held_out": by_round,
         "legit": {
@@ -131,6 +160,7 @@ def run(options: RedteamOptions) -> dict[str, Any]:
             "refused": sum(s.status == "rejected" for s in legit_scores),
             "median_reward": level,
             "succeeded": sum(_passes(s, thresholds, level) for s in legit_scores),
+            "taught_median": statistics.median(taught_of[id(c)] for c in legit),
         },
     }
     options.out.mkdir(parents=True, exist_ok=True)
@@ -155,7 +185,7 @@ def table(report: dict[str, Any]) -> str:
             else f"reward above {report['pass_level']['reward_above']:.3f} (median of legitimate)"
         ),
         f"{'family':<22} {'attacks':>7} {'refused':>8} {'reward 0':>9} {'succeeded':>10} "
-        f"{'mean r':>7}",
+        f"{'mean r':>7} {'taught':>7}",
     ]
 
     def row(name: str, s: dict[str, Any]) -> str:
@@ -163,7 +193,7 @@ def table(report: dict[str, Any]) -> str:
         return (
             f"{name:<22} {n:>7} {_share(s['refused'], n):>8.1%} "
             f"{_share(s['rewarded_zero'], n):>9.1%} {_share(s['succeeded'], n):>10.1%} "
-            f"{s['mean_reward']:>7.3f}"
+            f"{s['mean_reward']:>7.3f} {s.get('taught_mean', math.nan):>7.3f}"
         )
 
     lines += [row(f, s) for f, s in report["families"].items()]
@@ -171,10 +201,13 @@ def table(report: dict[str, Any]) -> str:
     lines.append("held out (written while the guard was developed; round 4 after the last change):")
     lines += [row(f"  {name}", s) for name, s in report["held_out"].items()]
     legit = report["legit"]
-    lines.append(
+    lines += [
         f"legitimate: {legit['scored']} scored, {legit['refused']} refused by the guard, "
-        f"median reward {legit['median_reward']:.3f}"
-    )
+        f"median reward {legit['median_reward']:.3f}, median taught product "
+        f"{legit.get('taught_median', math.nan):.3f}",
+        "taught: the taught head's mean product on the family with the guard out of the way "
+        "(what the guard stands between a policy and)",
+    ]
     return "\n".join(lines)
 
 
