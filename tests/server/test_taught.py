@@ -156,8 +156,10 @@ def test_the_shipped_default_recipe_uses_the_taught_head(tmp_path: Path) -> None
         recipe = body["meta"]["recipe"]
         assert recipe["id"] == "qualeqs-taught"
         assert recipe["heads"]["taught"].startswith(f"{FEATURES}/wordllama")
-        signals = body["results"][0]["suggestions"][0]["signals"]
-        assert {f"taught.{d}" for d in DIMENSIONS} <= set(signals)
+        scored = body["results"][0]["suggestions"][0]
+        assert {f"taught.{d}" for d in DIMENSIONS} <= set(scored["signals"])
+        # the response's dimensions are the recipe's, and the reward is their product
+        assert math.prod(scored[d] for d in DIMENSIONS) == pytest.approx(scored["reward"])
         paper = _post(
             client, "blender", "Which blenders under $80 can crush ice?", recipe="qualeqs"
         )

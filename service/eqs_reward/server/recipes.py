@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eqs_reward.types import DIMENSIONS
+
 __all__ = [
     "HEAD_SETTINGS",
     "HEAD_SET_SIGNALS",
@@ -135,6 +137,17 @@ def _check(node: Any, scope: _Scope, where: str) -> None:
         raise RecipeError(f"{where}: unknown operation {op!r}")
 
 
+def _names(node: Any) -> set[str]:
+    """The signal names an expression reads."""
+    if isinstance(node, str):
+        return {node}
+    if isinstance(node, dict):
+        return {name for value in node.values() for name in _names(value)}
+    if isinstance(node, list):
+        return {name for value in node for name in _names(value)}
+    return set()
+
+
 def _evaluate(node: Any, values: Mapping[str, float], rows: Sequence[Mapping[str, float]]) -> float:
     if isinstance(node, int | float):
         return float(node)
@@ -204,6 +217,30 @@ class Recipe:
     def suggestion_reward(self, signals: Mapping[str, float]) -> float:
         """``r(s)`` from one suggestion's signals."""
         return _evaluate(self.suggestion, signals, ())
+
+    @property
+    def dimension_terms(self) -> dict[str, Any] | None:
+        """When ``r(s)`` is a product of one term per QualEQS dimension (each term using only
+        that dimension's signals, as in ``qualeqs`` and ``qualeqs-taught``), those terms: the
+        response's dimension fields are then their values, so that the reward is their product
+        as the contract says. None for any other shape (the fields are the judge's)."""
+        terms = self.suggestion.get("product") if isinstance(self.suggestion, dict) else None
+        if not isinstance(terms, list) or len(terms) != len(DIMENSIONS):
+            return None
+        out: dict[str, Any] = {}
+        for term in terms:
+            used = {name.rsplit(".", 1)[-1] for name in _names(term)}
+            if len(used) != 1 or not used <= set(DIMENSIONS) or used & set(out):
+                return None
+            out[used.pop()] = term
+        return out
+
+    def dimensions(self, signals: Mapping[str, float]) -> dict[str, float] | None:
+        """Each dimension's value (see ``dimension_terms``), or None."""
+        terms = self.dimension_terms
+        if terms is None:
+            return None
+        return {d: _evaluate(terms[d], signals, ()) for d in DIMENSIONS}
 
     def set_reward(
         self,

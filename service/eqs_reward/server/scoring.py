@@ -687,7 +687,13 @@ class ScoringService:
                 continue
             values = {name: value for name, value in signals.items() if value is not None}
             reward = recipe.suggestion_reward(values)
-            a, f, i = (signals.get(f"judge.{d}") for d in HEAD_SIGNALS["judge"])
+            # The response's dimensions: the recipe's per-dimension terms when the reward is
+            # their product, else the judge's verdicts.
+            dimensions = recipe.dimensions(values)
+            a, f, i = (
+                dimensions[d] if dimensions is not None else signals.get(f"judge.{d}")
+                for d in HEAD_SIGNALS["judge"]
+            )
             suggestions.append(
                 SuggestionScore(slot.text, "ok", cached, a, f, i, reward, signals=signals)
             )
