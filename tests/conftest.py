@@ -3,6 +3,7 @@ and helpers to run real servers (stub judge, the service) as subprocesses on fre
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -170,6 +171,24 @@ def service_process(tmp_path: Path, port: int | None = None, **env: str) -> Serv
     return ServerProcess(argv, port, service_env(**values), tmp_path / f"service-{port}.log")
 
 
+@contextlib.contextmanager
+def stub_backed_service(tmp_path: Path, **env: str) -> Iterator[ServerProcess]:
+    """A real service process on a stub judge process, both ready; stopped afterwards.
+    ``.judge`` is the stub's process."""
+    judge = stub_judge_process(tmp_path).start()
+    service = service_process(
+        tmp_path, EQS_REWARD_JUDGE_URL=judge.url + "/v1", EQS_REWARD_JUDGE_MODEL="stub", **env
+    ).start()
+    service.judge = judge  # type: ignore[attr-defined]
+    try:
+        wait_http(judge.url + "/health", 30)
+        wait_http(service.url + "/ready", 60)
+        yield service
+    finally:
+        service.stop()
+        judge.stop()
+
+
 def assert_envelope(response: httpx.Response, status: int, type_: str | None = None) -> str:
     assert response.status_code == status, response.text
     error = response.json()["error"]
@@ -295,23 +314,11 @@ def stub_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPro
     """A real service process whose stub judge fails, on purpose, every suggestion holding
     FAILME (one attempt: failures are quick). ``.judge`` is the stub's process."""
     tmp = tmp_path_factory.mktemp("stub-service")
-    judge = stub_judge_process(tmp).start()
-    service = service_process(
-        tmp,
-        EQS_REWARD_JUDGE_URL=judge.url + "/v1",
-        EQS_REWARD_JUDGE_MODEL="stub",
-        EQS_REWARD_JUDGE_MAX_RETRIES="0",
-        EQS_REWARD_ADMIN_TOKEN="trainer-token",
-    ).start()
-    service.judge = judge  # type: ignore[attr-defined]
-    try:
-        wait_http(judge.url + "/health", 30)
-        wait_http(service.url + "/ready", 60)
+    env = {"EQS_REWARD_JUDGE_MAX_RETRIES": "0", "EQS_REWARD_ADMIN_TOKEN": "trainer-token"}
+    with stub_backed_service(tmp, **env) as service:
+        judge = service.judge  # type: ignore[attr-defined]
         httpx.post(judge.url + "/_stub/config", json={"fail_pattern": FAILME})
         yield service
-    finally:
-        service.stop()
-        judge.stop()
 
 
 def readme_block(heading: str, language: str) -> str:

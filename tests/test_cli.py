@@ -12,7 +12,7 @@ import pytest
 
 from eqs_reward.cli import main
 from eqs_reward.judge.cases import load_seed_examples
-from tests.conftest import ROOT, ServerProcess, service_process, stub_judge_process, wait_http
+from tests.conftest import ROOT, ServerProcess, stub_backed_service
 
 TOKEN = "cli-token"
 
@@ -64,20 +64,8 @@ def test_bank_export_import_round_trip(
 
 @pytest.fixture
 def running(tmp_path: Path) -> Iterator[ServerProcess]:
-    judge = stub_judge_process(tmp_path).start()
-    service = service_process(
-        tmp_path,
-        EQS_REWARD_JUDGE_URL=judge.url + "/v1",
-        EQS_REWARD_JUDGE_MODEL="stub",
-        EQS_REWARD_ADMIN_TOKEN=TOKEN,
-    ).start()
-    try:
-        wait_http(judge.url + "/health", 30)
-        wait_http(service.url + "/ready", 60)
+    with stub_backed_service(tmp_path, EQS_REWARD_ADMIN_TOKEN=TOKEN) as service:
         yield service
-    finally:
-        service.stop()
-        judge.stop()
 
 
 def test_bank_add_and_score_against_a_service(

@@ -143,31 +143,25 @@ def test_the_end_to_end_benchmark_runs_in_quick_mode(
 FLOORS = ROOT / "loadtest" / "fidelity" / "floors.json"
 
 
+def _fidelity_report(url: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    """``eqs-reward fidelity report`` against ``url``, held to the committed floors."""
+    command = [sys.executable, "-m", "eqs_reward.cli", "fidelity", "report", "--url", url]
+    return subprocess.run(
+        [*command, "--floors", str(FLOORS), *argv],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+
+
 def test_the_default_reward_holds_its_fidelity_floors_and_the_gate_refuses_a_worse_one(
     embedded: ServerProcess, tmp_path: Path
 ) -> None:
     """Issue 21's gate on the real judge: the shipped default recipe measured on the labeled
     cases it was not fit on stays above the committed floors; the same command refuses a
     recipe change that lowers them (the taught head's weight moved to the judge)."""
-    report = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "eqs_reward.cli",
-            "fidelity",
-            "report",
-            "--url",
-            embedded.url,
-            "--floors",
-            str(FLOORS),
-            "--out",
-            str(tmp_path / "fidelity"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
+    report = _fidelity_report(embedded.url, "--out", str(tmp_path / "fidelity"))
     assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
     measured = json.loads((tmp_path / "fidelity" / "report.json").read_text())
     assert {r["recipe"] for r in measured} == {"qualeqs-taught"}
@@ -189,26 +183,8 @@ def test_the_default_reward_holds_its_fidelity_floors_and_the_gate_refuses_a_wor
     ).start()
     try:
         wait_http(worse.url + "/ready", 120)
-        refused = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "eqs_reward.cli",
-                "fidelity",
-                "report",
-                "--url",
-                worse.url,
-                "--split",
-                "validation",
-                "--prompts-dir",
-                str(prompts),
-                "--floors",
-                str(FLOORS),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
+        refused = _fidelity_report(
+            worse.url, "--split", "validation", "--prompts-dir", str(prompts)
         )
     finally:
         worse.stop()

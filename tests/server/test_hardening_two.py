@@ -29,9 +29,7 @@ from tests.conftest import (
     assert_envelope,
     make_settings,
     scripted,
-    service_process,
-    stub_judge_process,
-    wait_http,
+    stub_backed_service,
 )
 
 TOKEN = "round-two-token"
@@ -236,18 +234,8 @@ def test_a_body_not_in_utf8_is_a_400(client: TestClient, stub: StubJudge, encodi
 # -- 5. what uvicorn refuses itself ------------------------------------------------------------
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    tmp = tmp_path_factory.mktemp("round-two")
-    judge = stub_judge_process(tmp).start()
-    service: ServerProcess = service_process(
-        tmp, EQS_REWARD_JUDGE_URL=judge.url + "/v1", EQS_REWARD_JUDGE_MODEL="stub"
-    ).start()
-    try:
-        wait_http(judge.url + "/health", 30)
-        wait_http(service.url + "/ready", 60)
+    with stub_backed_service(tmp_path_factory.mktemp("round-two")) as service:
         yield service
-    finally:
-        service.stop()
-        judge.stop()
 
 
 def _raw(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ServerProcess, service_process, stub_judge_process, wait_http
+from tests.conftest import ServerProcess, stub_backed_service
 
 TOKEN = "fuzz-token"
 EXAMPLES = os.environ.get("EQS_REWARD_FUZZ_EXAMPLES", "60")
@@ -24,21 +24,9 @@ ST = Path(sys.executable).with_name("st")
 @pytest.fixture(scope="module")
 def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     tmp = tmp_path_factory.mktemp("fuzz")
-    judge = stub_judge_process(tmp).start()
-    service = service_process(
-        tmp,
-        EQS_REWARD_JUDGE_URL=judge.url + "/v1",
-        EQS_REWARD_JUDGE_MODEL="stub",
-        EQS_REWARD_ADMIN_TOKEN=TOKEN,
-        EQS_REWARD_JUDGE_MAX_RETRIES="0",
-    ).start()
-    try:
-        wait_http(judge.url + "/health", 30)
-        wait_http(service.url + "/ready", 60)
+    env = {"EQS_REWARD_ADMIN_TOKEN": TOKEN, "EQS_REWARD_JUDGE_MAX_RETRIES": "0"}
+    with stub_backed_service(tmp, **env) as service:
         yield service
-    finally:
-        service.stop()
-        judge.stop()
 
 
 @pytest.mark.parametrize("token", [None, TOKEN], ids=["anonymous", "admin"])

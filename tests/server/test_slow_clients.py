@@ -9,27 +9,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import ServerProcess, service_process, stub_judge_process, wait_http
+from tests.conftest import ServerProcess, stub_backed_service
 
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     tmp = tmp_path_factory.mktemp("slow")
-    judge = stub_judge_process(tmp).start()
-    running = service_process(
-        tmp,
-        EQS_REWARD_JUDGE_URL=judge.url + "/v1",
-        EQS_REWARD_JUDGE_MODEL="stub",
-        EQS_REWARD_HTTP_HEADER_TIMEOUT_S="1",
-        EQS_REWARD_HTTP_BODY_TIMEOUT_S="1",
-    ).start()
-    try:
-        wait_http(judge.url + "/health", 30)
-        wait_http(running.url + "/ready", 60)
+    env = {"EQS_REWARD_HTTP_HEADER_TIMEOUT_S": "1", "EQS_REWARD_HTTP_BODY_TIMEOUT_S": "1"}
+    with stub_backed_service(tmp, **env) as running:
         yield running
-    finally:
-        running.stop()
-        judge.stop()
 
 
 def connect(service: ServerProcess) -> socket.socket:
