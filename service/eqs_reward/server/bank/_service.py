@@ -11,6 +11,7 @@ with the judge failing, a gate that compared nothing would wave any change throu
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import math
@@ -101,6 +102,7 @@ class BankService:
         self.scoring = scoring
         self.settings = settings
         self.metrics = metrics
+        self._fits: set[asyncio.Task[None]] = set()  # background taught-model fits
 
     # -- reads ----------------------------------------------------------------------------------
     async def read(self, version: int | None) -> BankVersion:
@@ -214,15 +216,24 @@ class BankService:
         return result
 
     async def _refit(self, result: WriteResult) -> None:
-        """Fit the taught head's model of a new version at once (about a second), so its first
-        request does not wait. The write stands whatever happens here: a version without a
-        model gets one fitted on first use."""
+        """Fit the taught head's model of a new version in the background (about a second), so
+        its first request does not wait and the write's answer does not either. Only while the
+        version is still the active one (a burst of adds fits the last); any version without a
+        model gets one fitted on first use anyway."""
         if not result.created:
             return
-        try:
-            await self.scoring.taught.refit(await self.store.get(result.version))
-        except Exception as exc:  # the embedder down, say: the head retries on first use
-            log.warning("taught model of version %d not fitted now: %r", result.version, exc)
+
+        async def fit() -> None:
+            try:
+                version = await self.store.active()
+                if version.version == result.version:
+                    await self.scoring.taught.head_version(version)
+            except Exception as exc:  # the embedder down, say: the head retries on first use
+                log.warning("taught model of version %d not fitted now: %r", result.version, exc)
+
+        task = asyncio.ensure_future(fit())
+        self._fits.add(task)
+        task.add_done_callback(self._fits.discard)
 
     def _gate_cases(self) -> list[LabeledCase]:
         path = self.settings.fewshot_gate_cases

@@ -12,7 +12,7 @@ Per set, ``diversity``: the mean over pairs of suggestions of the same distance 
 A similarity ``s`` becomes a distance signal by a linear ramp, ``clip((high - s) / (high - low))``:
 1 at or below ``low`` (as unrelated as two different shopping questions get), 0 at or above
 ``high`` (a paraphrase). The bounds were measured on the real queries with the default embedder
-(README, "Reward heads"). Embeddings come from a model whose weights ship in its PyPI package
+(docs/concepts/heads.md). Embeddings come from a model whose weights ship in its PyPI package
 (wordllama, MIT; loaded with downloads disabled) or from any OpenAI-compatible ``/v1/embeddings``
 endpoint (vLLM serves embedding models).
 """
@@ -112,7 +112,9 @@ class WordLlamaEmbedder:
                     self._model = await asyncio.to_thread(self._load)
         missing = self._cache.split(texts)
         if missing:
-            vectors = await asyncio.to_thread(self._model.embed, missing, norm=True)
+            # Normalised here, not by wordllama: a text with no known token embeds as zeros,
+            # which its own normalisation turns into NaN (and a NaN reward).
+            vectors = await asyncio.to_thread(self._model.embed, missing, norm=False)
             self._cache.put(missing, _unit(vectors))
         return self._cache.get(texts)
 
@@ -166,7 +168,7 @@ class ExclusivityHead:
 
     name = "exclusivity"
     #: The default ramp, chosen by ``eqs-reward heads-report`` on 300 real queries with the
-    #: default embedder (README, "Reward heads"; loadtest/heads/exclusivity.md).
+    #: default embedder (docs/concepts/heads.md; loadtest/heads/exclusivity.md).
     LOW = 0.75
     HIGH = 0.85
 

@@ -133,7 +133,9 @@ def features(query_vectors: Any, suggestion_vectors: Any, pairs: Sequence[tuple[
     s = np.asarray(suggestion_vectors, dtype=np.float64)
     cosine = (q * s).sum(axis=1, keepdims=True)
     lexical = np.asarray([_lexical(query, text) for query, text in pairs], dtype=np.float64)
-    return np.hstack([s, cosine, lexical.reshape(len(pairs), -1)])
+    matrix = np.hstack([s, cosine, lexical.reshape(len(pairs), -1)])
+    # An embedder answering a non-finite number must not become a NaN reward.
+    return np.nan_to_num(matrix, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 @dataclass(frozen=True, slots=True)
