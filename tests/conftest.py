@@ -321,10 +321,10 @@ def stub_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPro
         yield service
 
 
-def readme_block(heading: str, language: str) -> str:
-    """The first fenced ``language`` block under the README heading that starts with
-    ``heading``: tests run the README's snippets, so the README cannot drift from them."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+def docs_block(page: str, heading: str, language: str) -> str:
+    """The first fenced ``language`` block under the heading that starts with ``heading`` in
+    ``docs/<page>``: tests run the docs' snippets, so the docs cannot drift from them."""
+    text = (ROOT / "docs" / page).read_text(encoding="utf-8")
     start = next(i for i, line in enumerate(text.splitlines()) if line.startswith(heading))
     lines = text.splitlines()[start:]
     opening = lines.index(f"```{language}")

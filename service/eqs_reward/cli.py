@@ -386,7 +386,7 @@ def cmd_fidelity_report(args: argparse.Namespace) -> int:
         for split in (args.split or list(fidelity.SPLITS))
     ]
     floors = json.loads(Path(args.floors).read_text()) if args.floors else {}
-    command = "eqs-reward fidelity report " + " ".join(sys.argv[2:] if args.out else [])
+    command = "eqs-reward fidelity report " + " ".join(sys.argv[3:] if args.out else [])
     text = fidelity.render(reports, floors, command.strip())
     print(text)
     if args.out:

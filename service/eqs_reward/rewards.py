@@ -225,7 +225,8 @@ def format_reward(
 #
 # - ``group_mean``: the mean reward of the *other* samples of its group that were judged. Adding
 #   a value equal to the group's mean leaves the mean unchanged, so the failed sample's advantage
-#   is 0 and the others' centring is untouched (their spread shrinks a little: see the README).
+#   is 0 and the others' centring is untouched (their spread shrinks a little: see
+#   docs/trainers.md).
 #   A group where everything failed gets 0.0 for all, which is again advantage 0.
 # - ``zero``: 0.0, the paper's "neutral" value. Under group normalisation it is a penalty whenever
 #   the others scored above 0; only for trainers that do not normalise per group.

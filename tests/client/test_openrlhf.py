@@ -35,7 +35,7 @@ with warnings.catch_warnings():
     from openrlhf.utils.agent import SingleTurnAgentExecutor
     from transformers import AutoTokenizer
 
-from tests.conftest import FAILME, ServerProcess, readme_block
+from tests.conftest import FAILME, ServerProcess, docs_block
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -245,7 +245,7 @@ def readme_commands() -> list[list[str]]:
     import shlex
 
     logical: list[str] = []
-    for line in readme_block("### OpenRLHF", "bash").splitlines():
+    for line in docs_block("trainers.md", "## OpenRLHF", "bash").splitlines():
         if line.lstrip().startswith("#"):
             continue
         if logical and logical[-1].endswith("\\"):

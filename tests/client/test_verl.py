@@ -36,7 +36,7 @@ with warnings.catch_warnings():  # third-party import-time deprecation noise, no
 from tests.conftest import (
     FAILME,
     ServerProcess,
-    readme_block,
+    docs_block,
     service_process,
     stub_judge_process,
     wait_http,
@@ -86,7 +86,7 @@ def reward_env(stub_service: ServerProcess) -> Iterator[dict[str, str]]:
 def config(smollm2: Path, manager: str) -> Any:
     """veRL's own reward config (trainer/config/reward/reward.yaml) with the README's block
     merged in; only the file's location differs (an editable install keeps it in service/)."""
-    readme = yaml.safe_load(readme_block("### veRL", "yaml"))
+    readme = yaml.safe_load(docs_block("trainers.md", "## veRL", "yaml"))
     assert readme["reward"]["custom_reward_function"]["path"].endswith("eqs_reward/client/verl.py")
     readme["reward"]["custom_reward_function"]["path"] = str(ADAPTER)
     base = Path(verl.__file__).parent / "trainer" / "config" / "reward" / "reward.yaml"

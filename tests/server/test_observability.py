@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def readme_metrics() -> dict[str, tuple[str, set[str]]]:
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "operators" / "deploy.md").read_text()
     table = text.split("<!-- metrics:start -->", 1)[1].split("<!-- metrics:end -->", 1)[0]
     out = {}
     for line in table.splitlines():

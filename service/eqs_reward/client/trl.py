@@ -18,7 +18,7 @@ the trainer), so ``policy="auto"`` (the default) picks:
 - other reward functions score it too: the mean reward of the judged samples of its group (TRL's
   group: consecutive blocks of ``num_generations``). The judge's term is then neutral in the sum
   (the sample's advantage comes from the other functions only); TRL cannot leave it out of the
-  group's std, which shrinks a little (measured in the README).
+  group's std, which shrinks a little (measured in docs/trainers.md).
 
 While the service is unreachable the client waits (``wait_for_service_s``, 10 minutes by default),
 logging each wait, so a restart of the service does not end the training run. The shopper's

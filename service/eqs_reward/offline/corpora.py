@@ -300,8 +300,9 @@ def attack_corpus(per_family: int = 36, seed: int = 13) -> list[Case]:
 
 
 # Attacks written by hand in four rounds while the guard's rules were developed, each round
-# measured against the rules before the next change (README, "Reward hacking"): rounds 1-3 were
-# then used to improve the rules; round 4 was written after the last change and never tuned to.
+# measured against the rules before the next change (docs/concepts/reward-hacking.md):
+# rounds 1-3 were then used to improve the rules; round 4 was written after the last change
+# and never tuned to.
 # The red-team report shows them apart from the families above, with what the judge gives them.
 HELD_OUT: dict[str, list[str]] = {
     "round_1": [

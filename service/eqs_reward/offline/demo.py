@@ -1,6 +1,6 @@
 """The demo catalog and demo click logs: made by this project, synthetic, deterministic.
 
-They back the README's walkthrough and the tests (``eqs-reward demo --out DIR`` writes them; the
+They back the docs' walkthrough and the tests (``eqs-reward demo --out DIR`` writes them; the
 package ships the default ones in ``_data/demo``). Nothing here is a real shop: brands are real
 names so the brand signal has something to find, prices and titles are invented.
 

@@ -170,7 +170,7 @@ async def measure_exclusivity(
 
 
 def render_markdown(report: dict[str, Any]) -> str:
-    """The report as the README shows it."""
+    """The report as the docs show it."""
     p = report["similarity_percentiles"]
     lines = [
         f"Embedder `{report['embedder']}`, {report['queries']} real queries "

@@ -174,7 +174,7 @@ def _share(part: int, whole: int) -> float:
 
 
 def table(report: dict[str, Any]) -> str:
-    """The report as a fixed-width table (also the README's)."""
+    """The report as a fixed-width table (also the docs')."""
     meta = report["meta"]
     lines = [
         f"judge {meta['judge_model']}, prompt {meta['prompt_version']}, few-shot "

@@ -86,7 +86,8 @@ def _pair(query: str, options: Sequence[str]) -> dict[str, Any]:
 #: Two worked examples shown to the base policy when it samples warm-start candidates (never
 #: to the policy in training, which sees only ``GENERATION_PROMPT``): a 135M model given the
 #: bare instructions closes a usable answer for about one query in twenty; with two examples
-#: and its answer opened for it, for about one in three (measured on real queries, see README).
+#: and its answer opened for it, for about one in three (measured on real queries, see
+#: docs/trainers.md).
 TEACHER_EXAMPLES = (
     (
         "I need a blender for smoothies",
