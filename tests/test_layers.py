@@ -28,6 +28,7 @@ ALLOWED = {
         "eqs_reward.evaluation",
         "eqs_reward._version",
         "eqs_reward._jsonl",
+        "eqs_reward._toml",
         "eqs_reward._paths",
         "eqs_reward._resources",
         "eqs_reward._trainer_inputs",
@@ -36,7 +37,7 @@ ALLOWED = {
     },
     "catalog": {"eqs_reward._jsonl"},
     "clicks": {"eqs_reward._jsonl"},
-    "judge": {"eqs_reward.types", "eqs_reward.rewards", "eqs_reward._jsonl"},
+    "judge": {"eqs_reward.types", "eqs_reward.rewards", "eqs_reward._jsonl", "eqs_reward._toml"},
     "types": set(),
     "rewards": {"eqs_reward.types"},
 }

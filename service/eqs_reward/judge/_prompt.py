@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import json
 import re
-import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
+from eqs_reward._toml import load_versioned
 from eqs_reward.judge.cases import Context, Example
-
-_VERSION_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -99,14 +97,7 @@ class JudgePrompt:
 
     @classmethod
     def load(cls, folder: Path, version: str) -> JudgePrompt:
-        if not _VERSION_ID.match(version):
-            raise PromptNotFoundError(f"invalid prompt version id {version!r}")
-        path = folder / f"{version}.toml"
-        if not path.is_file():
-            raise PromptNotFoundError(f"no prompt template {path}")
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-        if data.get("id") != version:
-            raise PromptNotFoundError(f"{path}: id {data.get('id')!r} does not match file name")
+        data = load_versioned(folder, version, PromptNotFoundError, "prompt template")
         keys = data.get("output", {}).get("keys")
         output = OutputSpec(tuple(keys.items())) if keys else QUALEQS_OUTPUT
         return cls(

@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import functools
 import re
-import tomllib
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+from eqs_reward._toml import load_versioned
 from eqs_reward.judge import CONTROL_TOKEN
 from eqs_reward.judge.cases import has_lone_surrogate, is_blank
 
@@ -39,7 +39,6 @@ FAMILIES = ("forged_turn", "forged_verdict", "grader_address", "degenerate")
 GUARD_REASONS = frozenset(
     {"empty", "too_long", "invalid_text", "control_token", "too_many", *FAMILIES}
 )
-_VERSION_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 # Look-alikes of Latin letters (Cyrillic, Greek, a few symbols) that NFKC leaves alone.
 _HOMOGLYPHS = str.maketrans(
@@ -105,14 +104,8 @@ class Guard:
 
     @classmethod
     def load(cls, folder: Path, version: str, max_chars: int = 1000) -> Guard:
-        if not _VERSION_ID.match(version):
-            raise GuardNotFoundError(f"invalid guard version id {version!r}")
         path = folder / f"{version}.toml"
-        if not path.is_file():
-            raise GuardNotFoundError(f"no guard rules {path}")
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-        if data.get("id") != version:
-            raise GuardNotFoundError(f"{path}: id {data.get('id')!r} does not match file name")
+        data = load_versioned(folder, version, GuardNotFoundError, "guard rules")
         families = []
         for name, body in data["families"].items():
             if name not in FAMILIES:

@@ -23,13 +23,12 @@ of the ``r(s)``.
 from __future__ import annotations
 
 import math
-import re
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eqs_reward._toml import VERSION_ID, read_versioned
 from eqs_reward.types import DIMENSIONS
 
 __all__ = [
@@ -69,7 +68,6 @@ HEAD_SETTINGS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "taught": {},
 }
 
-_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _LISTS = ("product", "sum", "mean", "min", "max")
 _WEIGHTED = ("weighted", "weighted_sum")
 _UNARY = ("one_minus", "clip")
@@ -271,13 +269,10 @@ class Recipe:
 
     @classmethod
     def from_toml(cls, path: Path) -> Recipe:
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise RecipeError(f"{path}: {exc}") from exc
-        recipe_id = data.get("id")
-        if not isinstance(recipe_id, str) or not _ID.match(recipe_id) or path.stem != recipe_id:
-            raise RecipeError(f"{path}: the id must match the file name, got {recipe_id!r}")
+        data = read_versioned(path, RecipeError, "recipe")
+        recipe_id = data["id"]
+        if not VERSION_ID.match(recipe_id):
+            raise RecipeError(f"{path}: invalid recipe id {recipe_id!r}")
         version = data.get("version")
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
             raise RecipeError(f"{path}: version must be a positive integer")
