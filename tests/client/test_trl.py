@@ -7,6 +7,7 @@ suggestion containing FAILME; soft scores put 0.9 on the stub's verdict."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -259,6 +260,44 @@ def test_a_20_s_outage_during_a_real_training_run(
     assert [row["reward"] for row in logged] == pytest.approx(expected, rel=1e-5)
     assert all(row["eqs/failed_share"] == 0.0 for row in logged)
     close(func, trainer)
+
+
+def test_the_reward_function_pickles_and_scores_in_trls_async_worker(
+    stub_service: ServerProcess,
+) -> None:
+    """TRL 1.16's AsyncGRPOTrainer pickles its reward functions into a spawned child: ours
+    pickles (its settings, not its clients) and scores there through TRL's own
+    ``_AsyncRolloutLoop._score_group``, a failed sample neutral (advantage 0)."""
+    import multiprocessing
+    import pickle
+
+    from tests.client._async_grpo import score_group
+
+    func = eqs_reward_func(stub_service.url, fewshot_version=1)
+
+    async def used_here() -> bytes:
+        await func(prompts=["blender"], completions=[text(GOOD)])  # a client made here...
+        pickled = pickle.dumps(func)  # ...is not pickled
+        await func.aclose()
+        return pickled
+
+    pickled = asyncio.run(used_here())
+    assert pickle.loads(pickled).fewshot_version == 1
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    completions = [text(GOOD), text(SHORT), text(BAD), text(GOOD)]
+    child = context.Process(target=score_group, args=(pickled, completions, queue))
+    child.start()
+    try:
+        result = json.loads(queue.get(timeout=120))
+    finally:
+        child.join(30)
+    assert child.exitcode == 0
+    assert result["name"] == "eqs_reward"
+    (a_good, r_good), (a_short, r_short), (a_failed, _), _ = result["rows"]
+    assert r_good == pytest.approx(R_GOOD) and r_short == pytest.approx(R_SHORT)
+    assert a_failed == pytest.approx(0.0, abs=1e-6)  # neutral: its group's mean
+    assert a_good > 0 > a_short
 
 
 def test_outside_a_trainer_groups_come_from_the_prompts(stub_service: ServerProcess) -> None:

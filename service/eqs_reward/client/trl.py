@@ -1,8 +1,14 @@
-"""TRL: an async reward function for ``GRPOTrainer`` (tested against TRL 1.16's own trainer).
+"""TRL: an async reward function for ``GRPOTrainer`` and ``AsyncGRPOTrainer`` (tested against
+TRL 1.16's own code).
 
     from eqs_reward.client.trl import eqs_reward_func
     reward = eqs_reward_func("http://reward:8000", fewshot_version=3)
     trainer = GRPOTrainer(..., reward_funcs=[reward])
+
+``AsyncGRPOTrainer`` (``trl.experimental.async_grpo`` in 1.16) pickles its reward functions into
+a spawned, CUDA-free child that scores each rollout group off the training loop: the object this
+builds pickles (its settings; its HTTP clients are made in the process that calls it), and TRL's
+child awaits it per group, turning a ``None`` into advantage 0.
 
 TRL 1.16 (``GRPOTrainer._calculate_rewards``) awaits it on the trainer's event loop, once per
 batch, as ``f(prompts=..., completions=..., completion_ids=..., **dataset_columns,
@@ -33,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from eqs_reward._trainer_inputs import completion_text, context_from, prompt_text
@@ -42,11 +48,9 @@ from eqs_reward.client._client import AsyncRewardClient
 from eqs_reward.rewards import apply_policy, consecutive_groups
 from eqs_reward.types import DIMENSIONS, FailurePolicy, ScoreMode, ScoreResponse
 
-__all__ = ["eqs_reward_func"]
+__all__ = ["EqsRewardFunc", "eqs_reward_func"]
 
 log = logging.getLogger("eqs_reward.client.trl")
-
-RewardFunc = Callable[..., Awaitable[list[float | None]]]
 
 
 def _trainer(log_metric: Any) -> Any:
@@ -91,6 +95,101 @@ def _log(response: ScoreResponse, kwargs: dict[str, Any]) -> None:
             log_metric("eqs/recipe_version", float(response.meta.recipe["version"]))
 
 
+class EqsRewardFunc:
+    """The reward function ``eqs_reward_func`` builds: an async callable object.
+
+    It pickles (TRL's ``AsyncGRPOTrainer`` spawns a CUDA-free child process and pickles its
+    reward functions into it): what it pickles is its settings; its HTTP clients are made lazily,
+    one per event loop, in the process that calls it, and never pickled. TRL names it by
+    ``__name__`` and awaits it because its ``__call__`` is a coroutine function.
+    """
+
+    __name__ = "eqs_reward"
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        policy: FailurePolicy | Literal["auto"],
+        score_mode: ScoreMode,
+        fewshot_version: int | None,
+        recipe: str | None,
+        k: int | None,
+        query_column: str,
+        group_size: int | None,
+        end_tokens: Sequence[str],
+        client_options: dict[str, Any],
+    ) -> None:
+        self.base_url = base_url
+        self.policy = policy
+        self.score_mode = score_mode
+        self.fewshot_version = fewshot_version
+        self.recipe = recipe
+        self.k = k
+        self.query_column = query_column
+        self.group_size = group_size
+        self.end_tokens = list(end_tokens)
+        self.client_options = dict(client_options)
+        self._clients: dict[asyncio.AbstractEventLoop, AsyncRewardClient] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_clients"] = {}  # made again where it is called
+        return state
+
+    def __repr__(self) -> str:
+        return f"EqsRewardFunc({self.base_url!r}, recipe={self.recipe!r})"
+
+    def _client(self) -> AsyncRewardClient:
+        loop = asyncio.get_running_loop()
+        if loop not in self._clients:
+            self._clients[loop] = AsyncRewardClient(
+                self.base_url,
+                k=self.k,
+                score_mode=self.score_mode,
+                fewshot_version=self.fewshot_version,
+                recipe=self.recipe,
+                **self.client_options,
+            )
+        return self._clients[loop]
+
+    async def __call__(
+        self, prompts: list[Any], completions: list[Any], **kwargs: Any
+    ) -> list[float | None]:
+        columns = kwargs.get(self.query_column)
+        contexts = [
+            context_from(columns[i] if columns else None, prompt_text(prompt))
+            for i, prompt in enumerate(prompts)
+        ]
+        texts = [completion_text(c) for c in completions]
+        response = await self._client().score_completions(
+            contexts, texts, end_tokens=self.end_tokens
+        )
+        trainer = _trainer(kwargs.get("log_metric"))
+        size = _group_size(trainer, self.group_size)
+        groups: Sequence[Any] = (
+            consecutive_groups(len(texts), size) if size else [prompt_text(p) for p in prompts]
+        )
+        chosen: FailurePolicy
+        if self.policy == "auto":
+            alone = trainer is not None and len(trainer.reward_funcs) == 1
+            chosen = "skip" if alone else "group_mean"
+        else:
+            chosen = self.policy
+        rewards = apply_policy([r.reward for r in response.results], groups, chosen)
+        _log(response, kwargs)
+        failed = sum(1 for r in response.results if r.reward is None)
+        if failed:
+            log.info("%d of %d samples not judged: policy %s", failed, len(texts), chosen)
+        return rewards
+
+    async def aclose(self) -> None:
+        """Close this loop's client (TRL never does: the process exit does)."""
+        loop = asyncio.get_running_loop()
+        if loop in self._clients:
+            await self._clients.pop(loop).aclose()
+
+
 def eqs_reward_func(
     url: str | None = None,
     *,
@@ -103,64 +202,21 @@ def eqs_reward_func(
     group_size: int | None = None,
     end_tokens: Sequence[str] = (),
     **client_options: Any,
-) -> RewardFunc:
+) -> EqsRewardFunc:
     """Build the reward function. ``url`` defaults to ``EQS_REWARD_URL`` (one is required);
     ``fewshot_version`` to ``EQS_REWARD_FEWSHOT_VERSION`` and ``recipe`` to ``EQS_REWARD_RECIPE``:
-    pin both for a training run.
-    ``group_size`` overrides TRL's ``num_generations``; ``client_options`` go to the client
-    (``wait_for_service_s``, ``timeout_s``, ...). One client per event loop."""
-    base_url = service_url(url)
-    version = pinned_version(fewshot_version)
-    chosen_recipe = pinned_recipe(recipe)
-    clients: dict[asyncio.AbstractEventLoop, AsyncRewardClient] = {}
-
-    def client() -> AsyncRewardClient:
-        loop = asyncio.get_running_loop()
-        if loop not in clients:
-            clients[loop] = AsyncRewardClient(
-                base_url,
-                k=k,
-                score_mode=score_mode,
-                fewshot_version=version,
-                recipe=chosen_recipe,
-                **client_options,
-            )
-        return clients[loop]
-
-    async def eqs_reward(
-        prompts: list[Any], completions: list[Any], **kwargs: Any
-    ) -> list[float | None]:
-        columns = kwargs.get(query_column)
-        contexts = [
-            context_from(columns[i] if columns else None, prompt_text(prompt))
-            for i, prompt in enumerate(prompts)
-        ]
-        texts = [completion_text(c) for c in completions]
-        response = await client().score_completions(contexts, texts, end_tokens=list(end_tokens))
-        trainer = _trainer(kwargs.get("log_metric"))
-        size = _group_size(trainer, group_size)
-        groups: Sequence[Any] = (
-            consecutive_groups(len(texts), size) if size else [prompt_text(p) for p in prompts]
-        )
-        chosen: FailurePolicy
-        if policy == "auto":
-            alone = trainer is not None and len(trainer.reward_funcs) == 1
-            chosen = "skip" if alone else "group_mean"
-        else:
-            chosen = policy
-        rewards = apply_policy([r.reward for r in response.results], groups, chosen)
-        _log(response, kwargs)
-        failed = sum(1 for r in response.results if r.reward is None)
-        if failed:
-            log.info("%d of %d samples not judged: policy %s", failed, len(texts), chosen)
-        return rewards
-
-    async def aclose() -> None:
-        """Close this loop's client (TRL never does: the process exit does)."""
-        loop = asyncio.get_running_loop()
-        if loop in clients:
-            await clients.pop(loop).aclose()
-
-    eqs_reward.__name__ = "eqs_reward"
-    eqs_reward.aclose = aclose  # type: ignore[attr-defined]
-    return eqs_reward
+    pin both for a training run (they are read here, in the process that builds it, and travel
+    with it when it is pickled). ``group_size`` overrides TRL's ``num_generations``;
+    ``client_options`` go to the client (``wait_for_service_s``, ``timeout_s``, ...)."""
+    return EqsRewardFunc(
+        service_url(url),
+        policy=policy,
+        score_mode=score_mode,
+        fewshot_version=pinned_version(fewshot_version),
+        recipe=pinned_recipe(recipe),
+        k=k,
+        query_column=query_column,
+        group_size=group_size,
+        end_tokens=end_tokens,
+        client_options=client_options,
+    )
