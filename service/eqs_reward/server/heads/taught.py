@@ -69,6 +69,8 @@ C = 10.0
 NEIGHBOUR_SIMILARITY = 0.92
 #: What a carried-over label becomes: near certain, not certain (a paraphrase may differ).
 NEIGHBOUR_PROBABILITY = {0: 0.05, 1: 0.95}
+#: Rows (one suggestion under one query and bank version) kept once computed.
+ROWS_CACHED = 100_000
 #: The share of training queries held out for validation (with ``dev.jsonl``), by query hash.
 HELD_OUT_SHARE = 0.25
 
@@ -270,6 +272,9 @@ class TaughtHead:
         self._loaded: OrderedDict[str, _Loaded] = OrderedDict()
         self._size = loaded_versions
         self._locks: dict[str, asyncio.Lock] = {}
+        # A policy repeats itself: rows already computed under a version are served again
+        # (keyed by the version's cache id, so a new version never meets them).
+        self._rows: OrderedDict[tuple[str, str, str], dict[str, float]] = OrderedDict()
 
     async def _embed_pairs(self, pairs: Sequence[tuple[str, str]]) -> tuple[Any, Any]:
         if not pairs:
@@ -347,6 +352,26 @@ class TaughtHead:
         scored = [(context.query, text) for context, texts in items for text in texts]
         if not scored:
             return [([], {}) for _ in items]
+        keys = [(bank_version.cache_id, query, text) for query, text in scored]
+        missing = [n for n, key in enumerate(keys) if key not in self._rows]
+        if missing:
+            fresh = await self._compute(loaded, [scored[n] for n in missing])
+            for n, row in zip(missing, fresh, strict=True):
+                self._rows[keys[n]] = row
+            while len(self._rows) > ROWS_CACHED:
+                self._rows.popitem(last=False)
+        rows = [dict(self._rows[key]) for key in keys]
+        out: HeadScores = []
+        start = 0
+        for _, texts in items:
+            out.append((rows[start : start + len(texts)], {}))
+            start += len(texts)
+        return out
+
+    async def _compute(
+        self, loaded: _Loaded, scored: Sequence[tuple[str, str]]
+    ) -> list[dict[str, float]]:
+        """The head's work for texts it has not scored under this version yet."""
         owners: list[int] = []
         first: list[int] = []  # each text's whole view (the carry-over compares that one)
         pairs: list[tuple[str, str]] = []
@@ -362,12 +387,7 @@ class TaughtHead:
             for d in DIMENSIONS:
                 rows[n][d] = min(rows[n][d], float(probabilities[d][row]))
         self._carry_over(loaded, q[first], s[first], rows)
-        out: HeadScores = []
-        start = 0
-        for _, texts in items:
-            out.append((rows[start : start + len(texts)], {}))
-            start += len(texts)
-        return out
+        return rows
 
     @staticmethod
     def _carry_over(loaded: _Loaded, q: Any, s: Any, rows: list[dict[str, float]]) -> None:
