@@ -134,7 +134,9 @@ def case(n: int, tag: str) -> tuple[dict[str, Any], str]:
 
 
 # -- 1. overhead -------------------------------------------------------------------------------
-def bench_overhead(requests: int, concurrency: int, rounds: int) -> dict[str, Any]:
+def bench_overhead(
+    requests: int, concurrency: int, rounds: int, recipe: str | None = None
+) -> dict[str, Any]:
     from eqs_reward.judge import JudgeClient, JudgePrompt
     from eqs_reward.judge.cases import Context, load_seed_examples
 
@@ -146,6 +148,7 @@ def bench_overhead(requests: int, concurrency: int, rounds: int) -> dict[str, An
             "EQS_REWARD_JUDGE_URL": stub.url + "/v1",
             "EQS_REWARD_JUDGE_MODEL": "stub",
             "EQS_REWARD_CACHE_MAX_ENTRIES": "0",
+            **({"EQS_REWARD_DEFAULT_RECIPE": recipe} if recipe else {}),
         }
     )
     body_maker = JudgeClient(stub.url + "/v1", "stub")
@@ -222,6 +225,7 @@ def bench_overhead(requests: int, concurrency: int, rounds: int) -> dict[str, An
         "rounds": runs,
         "median": median,
         "median_ratio": median_ratio,
+        "recipe": recipe or "the server's default",
     }
 
 
@@ -545,7 +549,10 @@ def _render(key: str, result: dict[str, Any]) -> list[str]:
             f"{o['requests']} requests per side, {o['concurrency']} concurrent, "
             f"{len(o['rounds'])} alternating rounds; each service request carries one "
             "suggestion and costs one judge call (cache off). The load generator, the service "
-            "and the stub share the machine's cores.",
+            "and the stub share the machine's cores. The service scores under "
+            f"{o.get('recipe', 'its default recipe')}: the default, qualeqs-taught, adds the "
+            "taught head's own work per new suggestion (section 6) to the machinery measured "
+            "here (`--recipe qualeqs` measures the paper's recipe alone).",
             "",
             "| round | unloaded added p50 / p99 ms | loaded direct p50 / p99 ms | "
             "loaded service p50 / p99 ms | direct req/s | service req/s | ratio |",
@@ -684,6 +691,9 @@ def main(argv: list[str] | None = None) -> int:
         "the embedded one",
     )
     parser.add_argument(
+        "--recipe", default=None, help="the service's default recipe in the overhead benchmark"
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="tiny sizes, a few seconds each (CI runs this so no benchmark rots unseen); "
@@ -697,7 +707,10 @@ def main(argv: list[str] | None = None) -> int:
     memory_entries, cache_requests = (2_000, 40) if args.quick else (100_000, None)
     only = set(args.only.split(","))
     steps: list[tuple[str, Callable[[], Any]]] = [
-        ("overhead", lambda: bench_overhead(args.requests, args.concurrency, args.rounds)),
+        (
+            "overhead",
+            lambda: bench_overhead(args.requests, args.concurrency, args.rounds, args.recipe),
+        ),
         (
             "cache",
             lambda: bench_cache(
