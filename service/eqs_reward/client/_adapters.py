@@ -46,3 +46,18 @@ def policy_from_env(default: FailurePolicy) -> FailurePolicy:
     """``EQS_REWARD_FAILURE_POLICY`` if set (a bad value is an error), else ``default``."""
     raw = os.environ.get("EQS_REWARD_FAILURE_POLICY", "").strip()
     return parse_failure_policy(raw, source="EQS_REWARD_FAILURE_POLICY") if raw else default
+
+
+def deadline_from_env() -> float | None:
+    """``EQS_REWARD_DEADLINE_S``: every reward call returns within it (the samples not scored
+    by then neutral for the trainer), never a hang of the training run; unset: no deadline."""
+    raw = os.environ.get("EQS_REWARD_DEADLINE_S", "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ValueError(f"EQS_REWARD_DEADLINE_S={raw!r} is not a number of seconds") from exc
+    if not value > 0:
+        raise ValueError(f"EQS_REWARD_DEADLINE_S={raw!r} must be above 0")
+    return value

@@ -168,6 +168,8 @@ class _BaseClient:
             "recipe": self.recipe,
         }
         merged.update({key: value for key, value in options.items() if value is not None})
+        if self.deadline_s is not None:  # the service answers within it, with time to spare
+            merged.setdefault("deadline_s", self._service_deadline(self.deadline_s))
         if merged.get("recipe") is None:
             merged.pop("recipe", None)  # the server's default (and servers older than recipes)
         return _Call(
@@ -187,8 +189,8 @@ class _BaseClient:
         groups = list(group_ids) if group_ids is not None else consecutive_groups(n, group_size)
         return apply_policy([r.reward for r in response.results], groups, policy)
 
-    @staticmethod
     def _get_reward_call(
+        self,
         queries: Sequence[str],
         prompts: Sequence[str] | None,
         labels: Sequence[Any] | None,
@@ -200,7 +202,15 @@ class _BaseClient:
         if labels is not None:
             body["labels"] = list(labels)
         clean = {key: value for key, value in params.items() if value is not None}
+        if self.deadline_s is not None:
+            clean.setdefault("deadline_s", self._service_deadline(self.deadline_s))
         return _Call("POST", "/get_reward", _identity, body, params=clean)
+
+    @staticmethod
+    def _service_deadline(deadline_s: float) -> float:
+        """The deadline the service is given: the caller's, less what the answer needs to
+        travel back (a tenth, at most 2 s), so it arrives before the caller gives up."""
+        return round(max(0.1, deadline_s - min(2.0, deadline_s / 10)), 3)
 
     @staticmethod
     def _fewshot_call(version: int | None) -> _Call[dict[str, Any]]:

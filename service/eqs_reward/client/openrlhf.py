@@ -19,7 +19,12 @@ import os
 import threading
 from typing import Any
 
-from eqs_reward.client._adapters import pinned_recipe, pinned_version, service_url
+from eqs_reward.client._adapters import (
+    deadline_from_env,
+    pinned_recipe,
+    pinned_version,
+    service_url,
+)
 from eqs_reward.client._client import RewardClient
 
 _client: RewardClient | None = None
@@ -31,7 +36,9 @@ def _shared_client() -> RewardClient:
     with _lock:
         if _client is None:
             wait = float(os.environ.get("EQS_REWARD_WAIT_S", "600"))
-            _client = RewardClient(service_url(), wait_for_service_s=wait)
+            _client = RewardClient(
+                service_url(), wait_for_service_s=wait, deadline_s=deadline_from_env()
+            )
         return _client
 
 

@@ -43,7 +43,12 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from eqs_reward._trainer_inputs import completion_text, context_from, prompt_text
-from eqs_reward.client._adapters import pinned_recipe, pinned_version, service_url
+from eqs_reward.client._adapters import (
+    deadline_from_env,
+    pinned_recipe,
+    pinned_version,
+    service_url,
+)
 from eqs_reward.client._client import AsyncRewardClient
 from eqs_reward.rewards import apply_policy, consecutive_groups
 from eqs_reward.types import DIMENSIONS, FailurePolicy, ScoreMode, ScoreResponse
@@ -207,7 +212,11 @@ def eqs_reward_func(
     ``fewshot_version`` to ``EQS_REWARD_FEWSHOT_VERSION`` and ``recipe`` to ``EQS_REWARD_RECIPE``:
     pin both for a training run (they are read here, in the process that builds it, and travel
     with it when it is pickled). ``group_size`` overrides TRL's ``num_generations``;
-    ``client_options`` go to the client (``wait_for_service_s``, ``timeout_s``, ...)."""
+    ``client_options`` go to the client (``wait_for_service_s``, ``timeout_s``, ``deadline_s``
+    (default ``EQS_REWARD_DEADLINE_S``), ...)."""
+    deadline = deadline_from_env()
+    if deadline is not None:
+        client_options.setdefault("deadline_s", deadline)
     return EqsRewardFunc(
         service_url(url),
         policy=policy,

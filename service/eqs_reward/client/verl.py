@@ -36,6 +36,7 @@ from typing import Any
 
 from eqs_reward._trainer_inputs import context_from
 from eqs_reward.client._adapters import (
+    deadline_from_env,
     pinned_recipe,
     pinned_version,
     policy_from_env,
@@ -67,6 +68,7 @@ def _settings() -> tuple[dict[str, Any], dict[str, Any]]:
         "fewshot_version": pinned_version(),
         "recipe": pinned_recipe(),
         "wait_for_service_s": float(os.environ.get("EQS_REWARD_WAIT_S", "600")),
+        "deadline_s": deadline_from_env(),
     }
     request = {"group_size": int(raw)} if raw and policy == "group_mean" else {}
     return client, request

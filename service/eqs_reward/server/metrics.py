@@ -88,6 +88,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.judge_calls_abandoned = Counter(
+            "eqs_reward_judge_calls_abandoned_total",
+            "Judge calls stopped because their caller's deadline passed and no one else waited "
+            "for them (cache: false).",
+            registry=r,
+        )
         self.judge_retries = Counter(
             "eqs_reward_judge_retries_total",
             "Judge attempts repeated after a failure.",

@@ -91,6 +91,14 @@ class ScoreOptions(BaseModel):
         description="for trainers that send one sample per request: the samples per context in "
         "a group (GRPO's G); a failed item then reports its group's mean reward in 'group'",
     )
+    deadline_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=3600,
+        description="the caller's own deadline (under the server's): the answer comes within "
+        "it, with the samples not scored by then failed (reason 'deadline'); judge calls another "
+        "request shares, or whose result will fill the cache, finish; a cache: false call stops",
+    )
     group_wait_s: float = Field(
         default=30.0,
         ge=0,

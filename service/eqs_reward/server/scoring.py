@@ -329,8 +329,9 @@ class ScoringService:
         """Score a request. ``bank_version`` overrides the request's (a dry-run candidate);
         ``admit`` may refuse the new judge calls it needs (see ``Admit``)."""
         started = time.monotonic()
-        deadline = started + self.settings.request_deadline_s
         options = request.options
+        limit = self.settings.request_deadline_s
+        deadline = started + min(limit, options.deadline_s or limit)
         plan = self.resolve_recipe(options.recipe)
         if bank_version is None:
             bank_version = await self.resolve_version(options.fewshot_version)
@@ -352,7 +353,7 @@ class ScoringService:
                 )
                 for key in missing
             }
-            outcomes.update(await self._wait_calls(calls, deadline))
+            outcomes.update(await self._wait_calls(calls, deadline, private=not options.cache))
         by_head = [await task for task in computing]
         computed = [
             {head.name: results[n] for head, results in zip(plan.computed, by_head, strict=True)}
@@ -483,8 +484,14 @@ class ScoringService:
         self.backlog -= 1
 
     async def _wait_calls(
-        self, calls: dict[str, tuple[asyncio.Task[Scores], bool]], deadline: float
+        self,
+        calls: dict[str, tuple[asyncio.Task[Scores], bool]],
+        deadline: float,
+        private: bool = False,
     ) -> dict[str, _Outcome]:
+        """The calls' outcomes by the deadline. Past it, a shared call goes on (it fills the
+        cache, or another request waits for it); a private one (``cache: false``) has no one
+        left to serve, so it stops, counted in ``eqs_reward_judge_calls_abandoned_total``."""
         waiters = {
             key: asyncio.ensure_future(self._outcome(task, shared))
             for key, (task, shared) in calls.items()
@@ -492,6 +499,12 @@ class ScoringService:
         done, pending = await asyncio.wait(
             waiters.values(), timeout=max(0.0, deadline - time.monotonic())
         )
+        if private:
+            for key, waiter in waiters.items():
+                task = calls[key][0]
+                if waiter in pending and not task.done():
+                    task.cancel()
+                    self.metrics.judge_calls_abandoned.inc()
         for waiter in pending:
             waiter.cancel()  # the shielded judge call goes on and fills the cache
         if pending:

@@ -100,6 +100,10 @@ async def get_reward(
             "the mean reward of its prompt's other samples, which the service remembers",
         ),
     ] = None,
+    deadline_s: Annotated[
+        Annotated[float, Field(gt=0, le=3600)] | SkipJsonSchema[None],
+        Query(description="the caller's deadline: samples not scored by then are failed"),
+    ] = None,
     scoring: ScoringService = Depends(get_scoring),  # noqa: B008
     admission: Admission = Depends(get_admission),  # noqa: B008
 ) -> Response:
@@ -126,6 +130,7 @@ async def get_reward(
                 "end_tokens": [t for t in (end_tokens or "").split(",") if t][:16],
                 "group_size": group_size,
                 "recipe": recipe,
+                "deadline_s": deadline_s,
             },
         }
     )
