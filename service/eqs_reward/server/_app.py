@@ -48,6 +48,7 @@ from eqs_reward.server.routes import (
     openrlhf_router,
     require_admin,
     score_router,
+    slime_router,
 )
 from eqs_reward.server.scoring import ScoringService
 from eqs_reward.server.settings import Settings
@@ -189,7 +190,7 @@ def build_app(
     app.state.bank = bank
     app.state.embedded = None
     _install_error_handlers(app)
-    for router in (score_router, openrlhf_router, fewshot_router, health_router):
+    for router in (score_router, openrlhf_router, slime_router, fewshot_router, health_router):
         app.include_router(router)
     app.add_middleware(
         BodyLimitMiddleware,

@@ -5,5 +5,13 @@ from eqs_reward.server.routes.fewshot import router as fewshot_router
 from eqs_reward.server.routes.health import router as health_router
 from eqs_reward.server.routes.openrlhf import router as openrlhf_router
 from eqs_reward.server.routes.score import router as score_router
+from eqs_reward.server.routes.slime import router as slime_router
 
-__all__ = ["fewshot_router", "health_router", "openrlhf_router", "require_admin", "score_router"]
+__all__ = [
+    "fewshot_router",
+    "health_router",
+    "openrlhf_router",
+    "require_admin",
+    "score_router",
+    "slime_router",
+]

@@ -1,0 +1,104 @@
+"""``POST /slime``: slime's remote reward model (``--rm-type remote_rm --rm-url ...``).
+
+slime (THUDM) posts one sample per request, ``{"prompt", "response", "label"}``, to the URL as
+given, with a 120 s total timeout and 10 retries (``slime/rollout/rm_hub/__init__.py``,
+``remote_rm``, commit 624b824), and takes the JSON answer itself as the reward: so the answer is
+a bare number. Pins and the group size come from the URL's query string, as on ``/get_reward``
+(``--rm-url 'http://reward:8000/slime?group_size=8&fewshot_version=3'``). A sample the judge could
+not grade gets its group's mean reward from the service's group memory (neutral under GRPO's
+group normalisation), else 0.0. The route answers within ``DEADLINE_S``, well inside slime's
+timeout, so slime never retries a request the service is still working on.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
+
+from eqs_reward._trainer_inputs import context_from, prompt_text
+from eqs_reward.server._http import Admission, check_limits, json_response
+from eqs_reward.server.routes._deps import get_admission, get_scoring
+from eqs_reward.server.routes._responses import BODY, errors
+from eqs_reward.server.schemas import ScoreRequest
+from eqs_reward.server.scoring import ScoringService
+from eqs_reward.server.settings import MAX_INT64
+
+router = APIRouter(tags=["slime"])
+
+#: The route's own deadline and a failed sample's wait for its siblings: under slime's timeout.
+DEADLINE_S = 25.0
+GROUP_WAIT_S = 20.0
+
+
+class SlimeSample(BaseModel):
+    """What slime's ``remote_rm`` posts: ``sample.prompt`` (text or chat messages),
+    ``sample.response`` and ``sample.label`` (a query or context for the shopper, if any)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    prompt: str | list[dict[str, Any]] = Field(max_length=200_000)
+    response: str = Field(max_length=200_000)
+    label: Any = None
+
+
+@router.post(
+    "/slime",
+    responses={
+        200: {
+            "description": "the reward, a bare number (slime takes the JSON answer as it is)",
+            "content": {"application/json": {"schema": {"type": "number"}}},
+        },
+        **errors(*BODY, 429),
+    },
+    response_model=None,
+)
+async def slime_reward(
+    body: SlimeSample,
+    fewshot_version: Annotated[
+        Annotated[int, Field(ge=1, le=MAX_INT64)] | SkipJsonSchema[None],
+        Query(description="pin the few-shot version"),
+    ] = None,
+    recipe: Annotated[
+        Annotated[str, Field(min_length=1, max_length=64)] | SkipJsonSchema[None],
+        Query(description="pin the recipe (GET /v1/recipes); default: the server's"),
+    ] = None,
+    group_size: Annotated[
+        Annotated[int, Field(ge=2, le=1024)] | SkipJsonSchema[None],
+        Query(
+            description="slime's --n-samples-per-prompt: a failed sample then gets the mean "
+            "reward of its prompt's other samples, which the service remembers"
+        ),
+    ] = None,
+    deadline_s: Annotated[
+        Annotated[float, Field(gt=0, le=DEADLINE_S)] | SkipJsonSchema[None],
+        Query(description=f"a deadline under the route's own {DEADLINE_S:g} s"),
+    ] = None,
+    scoring: ScoringService = Depends(get_scoring),  # noqa: B008
+    admission: Admission = Depends(get_admission),  # noqa: B008
+) -> Response:
+    """The reward of one slime sample: the set reward of its completion's suggestions."""
+    prompt = prompt_text(body.prompt)
+    label = body.label if isinstance(body.label, str | dict) else None
+    request = ScoreRequest.model_validate(
+        {
+            "items": [{"context": context_from(label, prompt), "completion": body.response}],
+            "options": {
+                "k": 3,
+                "score_mode": "soft",
+                "on_failure": "null",
+                "fewshot_version": fewshot_version,
+                "recipe": recipe,
+                "group_size": group_size,
+                "group_wait_s": GROUP_WAIT_S,
+                "deadline_s": min(DEADLINE_S, deadline_s or DEADLINE_S),
+            },
+        }
+    )
+    check_limits(request, scoring.settings)
+    response = await scoring.score(request, admit=admission)
+    reward = response.results[0].neutral_reward
+    return json_response(0.0 if reward is None else reward)
