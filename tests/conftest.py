@@ -24,7 +24,8 @@ from eqs_reward.server import build_app
 from eqs_reward.server.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+#: The packaged labeled cases (``dev.jsonl`` for validation, ``train.jsonl``): always present.
+JUDGE_CASES = ROOT / "service" / "eqs_reward" / "_data" / "judge_cases"
 
 
 def free_port() -> int:

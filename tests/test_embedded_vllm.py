@@ -20,7 +20,15 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import ROOT, ServerProcess, free_port, models_dir, service_process, wait_http
+from tests.conftest import (
+    JUDGE_CASES,
+    ROOT,
+    ServerProcess,
+    free_port,
+    models_dir,
+    service_process,
+    wait_http,
+)
 from tests.server.test_observability import dashboard_and_alert_expressions
 
 pytestmark = pytest.mark.vllm
@@ -538,11 +546,9 @@ def test_grpo_training_and_mining_use_the_service(embedded: ServerProcess, tmp_p
 
 
 def test_eval_on_the_dev_cases_with_the_real_judge(embedded: ServerProcess, tmp_path: Path) -> None:
-    """``eqs-reward eval`` over ../shared/judge_cases/dev.jsonl: a table, a JSON report and a
-    PNG, whose numbers agree with each other."""
-    cases = ROOT.parent / "shared" / "judge_cases" / "dev.jsonl"
-    if not cases.is_file():
-        pytest.skip("no shared judge cases")
+    """``eqs-reward eval`` over the packaged dev.jsonl: a table, a JSON report and a PNG, whose
+    numbers agree with each other."""
+    cases = JUDGE_CASES / "dev.jsonl"
     run = subprocess.run(
         [
             sys.executable,

@@ -11,6 +11,7 @@ from eqs_reward.judge import CONTROL_TOKEN, JudgePrompt, PromptNotFoundError, es
 from eqs_reward.judge.cases import Context, dimension_failures, load_seed_examples
 
 ROOT = Path(__file__).resolve().parents[2]
+JUDGE_CASES = ROOT / "service" / "eqs_reward" / "_data" / "judge_cases"
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +28,7 @@ def test_seed_bank_covers_every_dimension_failure() -> None:
 
 
 def test_seed_bank_does_not_leak_the_dev_cases() -> None:
-    dev = ROOT.parent / "shared" / "judge_cases" / "dev.jsonl"
-    if not dev.is_file():
-        pytest.skip("shared judge cases not present")
+    dev = JUDGE_CASES / "dev.jsonl"
     dev_suggestions = {json.loads(line)["suggestion"] for line in dev.read_text().splitlines()}
     seed = {e.suggestion for e in load_seed_examples(ROOT / "fewshot_bank")}
     assert not dev_suggestions & seed

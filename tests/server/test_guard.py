@@ -21,7 +21,7 @@ from eqs_reward.offline.corpora import (
 )
 from eqs_reward.offline.data import load_queries
 from eqs_reward.server.guard import Guard, GuardNotFoundError, normalise_views
-from tests.conftest import ROOT, SHARED
+from tests.conftest import JUDGE_CASES, ROOT
 
 GUARD = Guard.load(ROOT / "prompts" / "guards", "guard-v1")
 
@@ -102,9 +102,7 @@ def test_false_refusals_on_legitimate_suggestions() -> None:
 
 
 def test_no_dev_case_is_refused() -> None:
-    dev = SHARED / "judge_cases" / "dev.jsonl"
-    if not dev.is_file():
-        pytest.skip("no shared judge cases")
+    dev = JUDGE_CASES / "dev.jsonl"
     cases = read_jsonl(dev)
     assert [c["suggestion"] for c in cases if GUARD.reason(c["suggestion"])] == []
 

@@ -12,7 +12,7 @@ import pytest
 
 from eqs_reward.offline.heads_report import measure_exclusivity, render_markdown
 from eqs_reward.server.heads import ExclusivityHead, WordLlamaEmbedder
-from tests.conftest import ROOT, SHARED
+from tests.conftest import JUDGE_CASES, ROOT
 
 NO_NETWORK = """
 import asyncio, json, socket
@@ -62,7 +62,7 @@ def test_the_embedder_loads_from_the_package_with_no_network(tmp_path: Path) -> 
 async def test_the_ramp_is_the_one_the_measurement_chooses() -> None:
     """The defaults are not tuned by hand: they are what the README's measurement picks, and the
     head separates paraphrase from varied sets and echoes from refinements with them."""
-    cases = SHARED / "judge_cases" / "dev.jsonl"
+    cases = JUDGE_CASES / "dev.jsonl"
     report = await measure_exclusivity(
         WordLlamaEmbedder(), cases_path=cases if cases.is_file() else None
     )
