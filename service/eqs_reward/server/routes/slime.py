@@ -32,6 +32,9 @@ router = APIRouter(tags=["slime"])
 #: The route's own deadline and a failed sample's wait for its siblings: under slime's timeout.
 DEADLINE_S = 25.0
 GROUP_WAIT_S = 20.0
+#: The schema's bound on a prompt or response: 12 bytes a character at worst (an escaped
+#: surrogate pair), one past it still fits the body limit.
+MAX_CHARS = 50_000
 
 
 class SlimeSample(BaseModel):
@@ -40,8 +43,10 @@ class SlimeSample(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    prompt: str | list[dict[str, Any]] = Field(max_length=200_000)
-    response: str = Field(max_length=200_000)
+    # Bounds a request breaking them can state within the 1 MiB body limit (else it is a 413
+    # before it is a 422); the service's own limits on a completion and a query still apply.
+    prompt: str | list[dict[str, Any]] = Field(max_length=MAX_CHARS)
+    response: str = Field(max_length=MAX_CHARS)
     label: Any = None
 
 
