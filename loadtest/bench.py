@@ -284,6 +284,8 @@ def bench_cache(
                 }
             finally:
                 svc.stop()
+                if "EQS_REWARD_REDIS_KEY_PREFIX" in extra:  # the benchmark's own keys, dropped
+                    _drop_keys(str(redis_url), extra["EQS_REWARD_REDIS_KEY_PREFIX"])
     finally:
         stub.stop()
     results["in_process_scorer"] = asyncio.run(_in_process_cache_rate(seconds))
@@ -743,6 +745,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))
     return 0
+
+
+def _drop_keys(url: str, prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
 
 
 def _redis(url: str) -> str | None:
