@@ -87,3 +87,24 @@ def test_the_readme_quotes_the_committed_report_and_nothing_else() -> None:
         line for line in (FIDELITY / "report.md").read_text().splitlines() if line.startswith("|")
     ]
     assert [line for line in quoted.splitlines() if line.strip()] == table
+
+
+def test_fit_writes_a_recipe_the_service_loads(tmp_path: Path) -> None:
+    """``eqs-reward fidelity fit`` against a running service (on the stub judge, which knows
+    nothing): the weights come from the grid, the taught head's out-of-fold AUCs are the
+    head's own (fit and read through ``TaughtHead``), and the recipe file it writes loads."""
+    from eqs_reward.cli import main
+    from tests.conftest import stub_backed_service
+
+    out = tmp_path / "recipes" / "qualeqs-taught.toml"
+    out.parent.mkdir()
+    with stub_backed_service(tmp_path) as service:
+        assert main(["fidelity", "fit", "--url", service.url, "--out", str(out)]) == 0
+    recipe = load_recipes(out.parent)["qualeqs-taught"]
+    assert recipe.version == 1
+    text = out.read_text()
+    for dimension in DIMENSIONS:
+        taught = float(re.search(rf"#   {dimension}: [\d.na]+ / ([\d.]+)", text).group(1))  # type: ignore[union-attr]
+        assert taught > 0.85, (dimension, text)  # the head alone, out of fold, on train
+    weights = [float(w) for w in re.findall(r"weights = \[([\d.]+),", text)]
+    assert len(weights) == 3 and all(w * 20 == round(w * 20) for w in weights)

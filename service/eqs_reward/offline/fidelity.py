@@ -182,31 +182,31 @@ WEIGHT_GRID = [n / 20 for n in range(21)]
 
 def _oof_taught(cases: Sequence[dict[str, Any]], examples: Sequence[Any]) -> dict[str, list[float]]:
     """The taught head's out-of-fold probabilities on ``cases`` (5 folds grouped by query),
-    each fold's model fit like the service's: the bank's examples plus the other folds."""
+    each fold's model fit and read through the service's own head (``TaughtHead.fit_cases``
+    and ``predict``): the bank's examples plus the other folds."""
     import numpy as np
     from sklearn.model_selection import GroupKFold
 
     from eqs_reward.judge.cases import LabeledCase
     from eqs_reward.server.heads import WordLlamaEmbedder
-    from eqs_reward.server.heads.taught import as_case, features, fit_model
+    from eqs_reward.server.heads.taught import TaughtHead, as_case
 
-    embedder = WordLlamaEmbedder()
+    head = TaughtHead(WordLlamaEmbedder(), training=())
     labeled = [LabeledCase.model_validate(c) for c in cases]
     bank = [as_case(e) for e in examples]
-    everything = labeled + bank
-    pairs = [(c.context.query, c.suggestion) for c in everything]
-    vectors = asyncio.run(embedder.embed([q for q, _ in pairs] + [s for _, s in pairs]))
-    matrix = features(vectors[: len(pairs)], vectors[len(pairs) :], pairs)
-    out = {d: [0.0] * len(labeled) for d in DIMENSIONS}
     groups = [c.context.query for c in labeled]
-    n = len(labeled)
-    for train, test in GroupKFold(5).split(np.zeros(n), groups=groups):
-        rows = list(train) + list(range(n, len(everything)))
-        model = fit_model(embedder.name, matrix[rows], [everything[i] for i in rows])
-        predicted = model.predict(matrix[list(test)])
-        for d in DIMENSIONS:
-            for i, value in zip(test, predicted[d], strict=True):
-                out[d][int(i)] = float(value)
+    out = {d: [0.0] * len(labeled) for d in DIMENSIONS}
+
+    async def folds() -> None:
+        for train, test in GroupKFold(5).split(np.zeros(len(labeled)), groups=groups):
+            model = await head.fit_cases([labeled[int(i)] for i in train] + bank)
+            pairs = [(labeled[int(i)].context.query, labeled[int(i)].suggestion) for i in test]
+            rows, _, _ = await head.predict(model, pairs)
+            for i, row in zip(test, rows, strict=True):
+                for d in DIMENSIONS:
+                    out[d][int(i)] = row[d]
+
+    asyncio.run(folds())
     return out
 
 

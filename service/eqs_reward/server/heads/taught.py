@@ -285,11 +285,38 @@ class TaughtHead:
 
     async def fit(self, examples: Sequence[Example]) -> TaughtModel:
         """A model from the bank's ``examples`` plus the packaged training cases."""
-        cases = [as_case(e) for e in examples] + self.training
+        return await self.fit_cases([as_case(e) for e in examples] + self.training)
+
+    async def fit_cases(self, cases: Sequence[LabeledCase]) -> TaughtModel:
+        """A model fit on exactly ``cases`` (the service's fit, and each fold of an
+        out-of-fold fit in ``eqs_reward.offline.fidelity``, go through here)."""
         pairs = [(c.context.query, c.suggestion) for c in cases]
         q, s = await self._embed_pairs(pairs)
         matrix = features(q, s, pairs)
         return await asyncio.to_thread(fit_model, self.embedder.name, matrix, cases)
+
+    async def predict(
+        self, model: TaughtModel, scored: Sequence[tuple[str, str]]
+    ) -> tuple[list[dict[str, float]], Any, Any]:
+        """Per (query, suggestion), each dimension's probability: the lowest over the
+        suggestion's ``views``. Also the query's and whole suggestion's embeddings (what the
+        carry-over rule compares). The service's scores and every offline measure of the head
+        are this function's."""
+        owners: list[int] = []
+        first: list[int] = []  # each text's whole view
+        pairs: list[tuple[str, str]] = []
+        for n, (query, text) in enumerate(scored):
+            first.append(len(pairs))
+            for view in views(text):
+                owners.append(n)
+                pairs.append((query, view))
+        q, s = await self._embed_pairs(pairs)
+        probabilities = model.predict(features(q, s, pairs))
+        rows = [dict.fromkeys(DIMENSIONS, 1.0) for _ in scored]
+        for row, n in enumerate(owners):
+            for d in DIMENSIONS:
+                rows[n][d] = min(rows[n][d], float(probabilities[d][row]))
+        return rows, q[first], s[first]
 
     async def refit(self, version: Any) -> TaughtModel:
         """Fit and store the model of a bank version (the bank service calls this)."""
@@ -372,21 +399,8 @@ class TaughtHead:
         self, loaded: _Loaded, scored: Sequence[tuple[str, str]]
     ) -> list[dict[str, float]]:
         """The head's work for texts it has not scored under this version yet."""
-        owners: list[int] = []
-        first: list[int] = []  # each text's whole view (the carry-over compares that one)
-        pairs: list[tuple[str, str]] = []
-        for n, (query, text) in enumerate(scored):
-            first.append(len(pairs))
-            for view in views(text):
-                owners.append(n)
-                pairs.append((query, view))
-        q, s = await self._embed_pairs(pairs)
-        probabilities = loaded.model.predict(features(q, s, pairs))
-        rows = [dict.fromkeys(DIMENSIONS, 1.0) for _ in scored]
-        for row, n in enumerate(owners):
-            for d in DIMENSIONS:
-                rows[n][d] = min(rows[n][d], float(probabilities[d][row]))
-        self._carry_over(loaded, q[first], s[first], rows)
+        rows, q, s = await self.predict(loaded.model, scored)
+        self._carry_over(loaded, q, s, rows)
         return rows
 
     @staticmethod
