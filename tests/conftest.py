@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 from eqs_reward.judge.stub import StubJudge
 from eqs_reward.server import build_app
 from eqs_reward.server.settings import Settings
+from tests._fresh import run
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The packaged labeled cases (``dev.jsonl`` for validation, ``train.jsonl``): always present.
@@ -331,3 +332,18 @@ def docs_block(page: str, heading: str, language: str) -> str:
     opening = lines.index(f"```{language}")
     closing = lines.index("```", opening + 1)
     return "\n".join(lines[opening + 1 : closing])
+
+
+@pytest.fixture(scope="session")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """sdist and wheel built from this checkout (once per session)."""
+    out = tmp_path_factory.mktemp("dist")
+    built = run(sys.executable, "-m", "build", "--outdir", out, ROOT, cwd=out)
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="session")
+def wheel(dist: Path) -> Path:
+    (found,) = dist.glob("eqs_reward-*.whl")
+    return found

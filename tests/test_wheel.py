@@ -8,8 +8,6 @@ The Dockerfile installs this same wheel with the same extras."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,49 +17,10 @@ import pytest
 
 from eqs_reward._jsonl import read_jsonl
 from eqs_reward._version import __version__
+from tests._fresh import run, venv
 from tests.conftest import ROOT, ServerProcess, free_port, wait_http
 
 pytestmark = pytest.mark.wheel
-
-
-def run(
-    *argv: str | Path, cwd: Path, timeout: float = 600, extra_env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EQS_REWARD_", "VIRTUAL_ENV"))}
-    env["PYTHONNOUSERSITE"] = "1"
-    env.update(extra_env or {})
-    return subprocess.run(
-        [str(a) for a in argv],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-@pytest.fixture(scope="module")
-def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("dist")
-    built = run(sys.executable, "-m", "build", "--outdir", out, ROOT, cwd=out)
-    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-3000:]
-    return out
-
-
-@pytest.fixture(scope="module")
-def wheel(dist: Path) -> Path:
-    (found,) = dist.glob("eqs_reward-*.whl")
-    return found
-
-
-def venv(folder: Path, requirement: str) -> Path:
-    made = run(sys.executable, "-m", "venv", folder, cwd=folder.parent)
-    assert made.returncode == 0, made.stderr
-    python = folder / "bin" / "python"
-    installed = run(python, "-m", "pip", "install", "--quiet", requirement, cwd=folder.parent)
-    assert installed.returncode == 0, installed.stdout[-2000:] + installed.stderr[-3000:]
-    return python
 
 
 def test_the_wheel_holds_every_subpackage_the_prompts_and_the_seed(wheel: Path, dist: Path) -> None:
