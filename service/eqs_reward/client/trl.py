@@ -40,7 +40,8 @@ import asyncio
 import logging
 import math
 from collections.abc import Sequence
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
 
 from eqs_reward._trainer_inputs import completion_text, context_from, prompt_text
 from eqs_reward.client._adapters import (
@@ -100,42 +101,32 @@ def _log(response: ScoreResponse, kwargs: dict[str, Any]) -> None:
             log_metric("eqs/recipe_version", float(response.meta.recipe["version"]))
 
 
+@dataclass(eq=False, repr=False)
 class EqsRewardFunc:
     """The reward function ``eqs_reward_func`` builds: an async callable object.
 
     It pickles (TRL's ``AsyncGRPOTrainer`` spawns a CUDA-free child process and pickles its
-    reward functions into it): what it pickles is its settings; its HTTP clients are made lazily,
-    one per event loop, in the process that calls it, and never pickled. TRL names it by
-    ``__name__`` and awaits it because its ``__call__`` is a coroutine function.
+    reward functions into it): what it pickles is its settings, the fields below; its HTTP
+    clients are made lazily, one per event loop, in the process that calls it, and never
+    pickled. TRL names it by ``__name__`` and awaits it because its ``__call__`` is a coroutine
+    function.
     """
 
-    __name__ = "eqs_reward"
+    __name__: ClassVar[str] = "eqs_reward"
 
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        policy: FailurePolicy | Literal["auto"],
-        score_mode: ScoreMode,
-        fewshot_version: int | None,
-        recipe: str | None,
-        k: int | None,
-        query_column: str,
-        group_size: int | None,
-        end_tokens: Sequence[str],
-        client_options: dict[str, Any],
-    ) -> None:
-        self.base_url = base_url
-        self.policy = policy
-        self.score_mode = score_mode
-        self.fewshot_version = fewshot_version
-        self.recipe = recipe
-        self.k = k
-        self.query_column = query_column
-        self.group_size = group_size
-        self.end_tokens = list(end_tokens)
-        self.client_options = dict(client_options)
-        self._clients: dict[asyncio.AbstractEventLoop, AsyncRewardClient] = {}
+    base_url: str
+    policy: FailurePolicy | Literal["auto"]
+    score_mode: ScoreMode
+    fewshot_version: int | None
+    recipe: str | None
+    k: int | None
+    query_column: str
+    group_size: int | None
+    end_tokens: Sequence[str]
+    client_options: dict[str, Any]
+    _clients: dict[asyncio.AbstractEventLoop, AsyncRewardClient] = field(
+        default_factory=dict, init=False
+    )
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -226,6 +217,6 @@ def eqs_reward_func(
         k=k,
         query_column=query_column,
         group_size=group_size,
-        end_tokens=end_tokens,
-        client_options=client_options,
+        end_tokens=list(end_tokens),
+        client_options=dict(client_options),
     )
