@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from eqs_reward.server.bank._redis import RedisBankStore
 from eqs_reward.server.bank._service import BankService, GateOutcome, candidate_version
+from eqs_reward.server.bank._sqlite import SQLiteBankStore
 from eqs_reward.server.bank._stores import (
     ACTIVE_TTL_S,
     BankStore,
@@ -13,8 +15,6 @@ from eqs_reward.server.bank._stores import (
     BankVersion,
     ExampleNotFoundError,
     FewshotBank,
-    RedisBankStore,
-    SQLiteBankStore,
     StaleVersionError,
     VersionInfo,
     VersionNotFoundError,
