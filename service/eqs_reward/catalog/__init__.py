@@ -17,7 +17,7 @@ from eqs_reward.catalog._products import (
     catalog_digest,
     read_products,
 )
-from eqs_reward.catalog._text import Budget, brand_candidates, parse_budget, terms
+from eqs_reward.catalog._text import Budget, brand_candidates, parse_budget, split_budget, terms
 
 __all__ = [
     "Budget",
@@ -33,6 +33,7 @@ __all__ = [
     "open_catalog",
     "parse_budget",
     "read_products",
+    "split_budget",
     "terms",
 ]
 

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from eqs_reward.server.errors import BadRequestError, envelope
+
+if TYPE_CHECKING:
+    from eqs_reward.server.settings import Settings
 
 #: How long a refused connection's further input is read and discarded before it is closed.
 LINGER_S = 2.0
@@ -37,7 +40,7 @@ UNPARSEABLE_REQUEST = json.dumps(
     )
 ).encode()
 
-__all__ = ["with_header_timeout"]
+__all__ = ["serve", "with_header_timeout"]
 
 
 def with_header_timeout(seconds: float) -> type[H11Protocol]:
@@ -99,3 +102,23 @@ def with_header_timeout(seconds: float) -> type[H11Protocol]:
                 self.transport.close()
 
     return HeaderTimeoutProtocol
+
+
+def serve(settings: Settings) -> None:
+    """Run the service in this process until it is stopped: one uvicorn worker with the protocol
+    above (scale with replicas: each process keeps its own metrics)."""
+    import uvicorn
+
+    from eqs_reward.server._app import build_app
+
+    uvicorn.run(
+        build_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+        timeout_keep_alive=5,
+        http=with_header_timeout(settings.http_header_timeout_s),
+        h11_max_incomplete_event_size=64 * 1024,
+    )

@@ -42,19 +42,20 @@ from eqs_reward.rewards import (
     normalise_text,
     parse_completion,
 )
-from eqs_reward.server.bank._stores import BankVersion, FewshotBank, VersionNotFoundError
+from eqs_reward.server.bank import BankVersion, FewshotBank, VersionNotFoundError
 from eqs_reward.server.cache import LRUCache, RedisTier, SingleFlight, score_key
 from eqs_reward.server.errors import InvalidRequestError, UnavailableError
 from eqs_reward.server.groups import GroupMemory
 from eqs_reward.server.guard import Guard
 from eqs_reward.server.heads import (
+    ComputedHead,
     Embedder,
     ExclusivityHead,
+    HeadUnavailableError,
     LLMHead,
     OpenAIEmbedder,
     WordLlamaEmbedder,
 )
-from eqs_reward.server.heads._base import ComputedHead, HeadUnavailableError
 from eqs_reward.server.heads.clicks import ClicksHead
 from eqs_reward.server.heads.retrieval import RetrievalHead
 from eqs_reward.server.heads.taught import TaughtHead, training_cases

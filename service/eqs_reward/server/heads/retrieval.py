@@ -29,8 +29,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from eqs_reward.catalog import CatalogBackend, CatalogInfo, Product, brand_candidates, terms
-from eqs_reward.catalog._text import split_budget
+from eqs_reward.catalog import (
+    CatalogBackend,
+    CatalogInfo,
+    Product,
+    brand_candidates,
+    split_budget,
+    terms,
+)
 from eqs_reward.judge.cases import Context
 from eqs_reward.server.heads._base import HeadUnavailableError
 
