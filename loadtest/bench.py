@@ -438,7 +438,7 @@ def bench_memory(entries: int) -> dict[str, Any]:
         for n in range(start, start + count):
             key = score_key(
                 judge_model="m",
-                prompt_version="p",
+                versions="p",
                 fewshot_version=1,
                 score_mode="binary",
                 context=contexts[n % 100],

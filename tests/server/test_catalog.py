@@ -256,7 +256,7 @@ def test_the_grounded_recipe_through_the_api(tmp_path: Path, postgres_url: str) 
             await backend.close()
 
         asyncio.run(load())
-        for head in client.app.state.scoring._retrieval.values():  # type: ignore[attr-defined]
+        for head in client.app.state.scoring.heads._retrieval.values():  # type: ignore[attr-defined]
             head._checked = 0.0  # as after the 5 s re-read
         response = client.post("/v1/score", json=body)
         assert response.status_code == 200, response.text

@@ -127,7 +127,7 @@ async def init_app_state(app: FastAPI, stack: AsyncExitStack) -> None:
         )
         stack.push_async_callback(catalog.close)
     scoring = ScoringService(settings, judge, bank, prompt, metrics, redis_tier, catalog=catalog)
-    stack.push_async_callback(scoring.inflight.drain)
+    stack.push_async_callback(scoring.pool.inflight.drain)
     active = await bank.active()
     metrics.fewshot_version.set(active.version)
     if scoring.taught in scoring.resolve_recipe(None).computed:

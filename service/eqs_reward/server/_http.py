@@ -138,10 +138,10 @@ class Admission:
         self.metrics = metrics
 
     def __call__(self, new_calls: int) -> None:
-        backlog = self.scoring.backlog
+        backlog = self.scoring.pool.backlog
         if not new_calls or backlog == 0 or backlog + new_calls <= self.capacity:
             return
-        rate = self.scoring.finished.rate()
+        rate = self.scoring.pool.finished.rate()
         wait = min(60, max(1, math.ceil(backlog / rate))) if rate else 5
         self.metrics.overloaded.inc()
         raise OverloadedError(

@@ -16,10 +16,13 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from eqs_reward.judge import Scores
 from eqs_reward.judge.cases import Context
+
+if TYPE_CHECKING:
+    from eqs_reward.server.metrics import Metrics
 
 log = logging.getLogger("eqs_reward.cache")
 
@@ -29,17 +32,18 @@ V = TypeVar("V")
 def score_key(
     *,
     judge_model: str,
-    prompt_version: str,
+    versions: str,
     fewshot_version: int | str,
     score_mode: str,
     context: Context,
     suggestion: str,
 ) -> str:
-    """A stable digest of everything that changes a score (inputs must be normalised)."""
+    """A stable digest of everything that changes a score (inputs must be normalised).
+    ``versions`` joins the versions of what else does: the head's prompt, the guard, the recipe."""
     payload = json.dumps(
         [
             judge_model,
-            prompt_version,
+            versions,
             fewshot_version,
             score_mode,
             context.model_dump(mode="json", exclude_none=True),
@@ -121,11 +125,6 @@ class SingleFlight(Generic[V]):
         self._private.discard(task)
         if not task.cancelled():
             task.exception()
-
-    async def run(self, key: str, call: Callable[[], Awaitable[V]]) -> tuple[V, bool]:
-        """Return ``(value, shared)``; ``shared`` is True when another caller's call served it."""
-        task, started = self.start(key, call)
-        return await asyncio.shield(task), not started
 
     def _finished(self, key: str, task: asyncio.Task[V]) -> None:
         if self._inflight.get(key) is task:
@@ -280,3 +279,43 @@ class RedisTier:
                 await self._flusher
         with contextlib.suppress(Exception):
             await self.flush()
+
+
+class ScoreCache:
+    """Both tiers of the score cache, read in one place (``get_many``) and written in one place
+    (``put``): this process's LRU first, then Redis (shared by replicas; a hit there is kept in
+    the LRU too). Hits and misses are counted per tier."""
+
+    def __init__(self, max_entries: int, redis: RedisTier | None, metrics: Metrics) -> None:
+        self.memory: LRUCache[Scores] = LRUCache(max_entries)
+        self.redis = redis
+        self._metrics = metrics
+
+    def __len__(self) -> int:
+        return len(self.memory)
+
+    async def get_many(self, keys: list[str]) -> dict[str, Scores]:
+        found: dict[str, Scores] = {}
+        for key in keys:
+            scores = self.memory.get(key)
+            if scores is not None:
+                found[key] = scores
+        m = self._metrics
+        m.cache_hits.labels("memory").inc(len(found))
+        m.cache_misses.labels("memory").inc(len(keys) - len(found))
+        missing = [key for key in keys if key not in found]
+        if missing and self.redis is not None:
+            shared = await self.redis.get_many(missing)
+            m.cache_hits.labels("redis").inc(len(shared))
+            m.cache_misses.labels("redis").inc(len(missing) - len(shared))
+            for key, scores in shared.items():
+                self.memory.set(key, scores)
+                found[key] = scores
+            m.cache_entries.set(len(self.memory))
+        return found
+
+    def put(self, key: str, scores: Scores) -> None:
+        self.memory.set(key, scores)
+        if self.redis is not None:
+            self.redis.put(key, scores)
+        self._metrics.cache_entries.set(len(self.memory))

@@ -21,6 +21,7 @@ import asyncio
 import itertools
 import time
 from collections import OrderedDict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 __all__ = ["GroupFill", "GroupMemory"]
@@ -114,3 +115,20 @@ class GroupMemory:
         judged = [r for r in others if r is not None]
         mean = sum(judged) / len(judged) if judged else None
         return GroupFill(mean, len(others), len(judged))
+
+    async def fill_failed(
+        self,
+        keys: Sequence[str],
+        rewards: Sequence[float | None],
+        group_size: int,
+        since: float,
+        wait_s: float,
+    ) -> dict[int, GroupFill]:
+        """Record a request's rewards under their group keys; each failed one (``None``) waits
+        for its siblings (at most ``wait_s``). Its fill, by position in the request."""
+        tokens = [self.record(key, reward) for key, reward in zip(keys, rewards, strict=True)]
+        failed = [n for n, reward in enumerate(rewards) if reward is None]
+        fills = await asyncio.gather(
+            *[self.fill(keys[n], tokens[n], group_size, since, wait_s) for n in failed]
+        )
+        return dict(zip(failed, fills, strict=True))

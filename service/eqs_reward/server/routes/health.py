@@ -61,9 +61,9 @@ async def ready(request: Request) -> JSONResponse:
     except Exception as exc:
         checks["fewshot_bank"] = f"unavailable: {exc}"
     scoring: ScoringService = state.scoring
-    if scoring.redis is not None:
+    if scoring.cache.redis is not None:
         # Informational: without its Redis tier the service still scores (memory only).
-        up = await scoring.redis.ping()
+        up = await scoring.cache.redis.ping()
         info["redis_cache"] = "ok" if up else "down: scoring on the in-process cache"
     metrics.judge_up.set(1 if checks["judge"] == "ok" else 0)
     missing = {name: text for name, text in checks.items() if text != "ok"}
