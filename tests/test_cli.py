@@ -97,3 +97,30 @@ def test_bank_add_and_score_against_a_service(
     assert main(["score", str(items), "--url", running.url, "--json", "--mode", "soft"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["meta"]["score_mode"] == "soft" and len(data["results"]) == 1
+
+
+def test_training_options_are_generated_from_their_dataclasses() -> None:
+    """Defaults and help are written once, on the options dataclasses: the parsed defaults are
+    the dataclasses' defaults, and iterate's shared parser keeps each tool's options apart."""
+    from eqs_reward.cli import build_parser
+    from eqs_reward.cli._common import options_from
+    from eqs_reward.offline.train import MineOptions, TrainOptions
+    from eqs_reward.offline.warmstart import WarmStartOptions
+
+    parser = build_parser()
+    assert options_from(parser.parse_args(["train"]), TrainOptions) == TrainOptions()
+    assert options_from(parser.parse_args(["mine"]), MineOptions) == MineOptions()
+    assert options_from(parser.parse_args(["warmstart"]), WarmStartOptions) == WarmStartOptions()
+    args = parser.parse_args(
+        ["iterate", "--lr", "1e-4", "--warm-lr", "3e-4", "--threshold", "0.2",
+         "--threshold-sft", "0.7", "--model", "m", "--batch-size", "2", "--mode", "binary"]
+    )  # fmt: skip
+    train = options_from(args, TrainOptions)
+    assert (train.learning_rate, train.batch_size, train.out) == (1e-4, 2, Path("runs/iterate"))
+    warm = options_from(args, WarmStartOptions)
+    assert (warm.learning_rate, warm.threshold, warm.batch_size) == (3e-4, 0.7, 8)
+    mine = options_from(args, MineOptions)
+    assert (mine.threshold, mine.candidates, mine.model) == (0.2, None, Path("m"))
+    assert {train.score_mode, warm.score_mode, mine.score_mode} == {"binary"}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["iterate", "--candidates", "x.jsonl"])  # mining there is generated

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import importlib.util
 import logging
 import sys
+import types
+import typing
 from typing import Any
 
 log = logging.getLogger("eqs_reward.cli")
@@ -50,3 +54,50 @@ def settings_with(**overrides: Any) -> Any:
     from eqs_reward.server.settings import Settings
 
     return Settings(**overrides)
+
+
+def _flag(field: dataclasses.Field[Any]) -> str:
+    return str(field.metadata.get("flag") or "--" + field.name.replace("_", "-"))
+
+
+def _dest(field: dataclasses.Field[Any]) -> str:
+    return _flag(field)[2:].replace("-", "_")
+
+
+def add_options(
+    parser: argparse.ArgumentParser, options: type, skip: tuple[str, ...] = (), **defaults: Any
+) -> None:
+    """One option per documented field of an options dataclass (``offline._options.option``):
+    its flag, type, choices, default and help all come from the field, so the command line and
+    the dataclass cannot disagree. A flag the parser already has (a field two dataclasses
+    share, like ``--url``) is added once; ``skip`` names fields a command does not offer;
+    ``defaults`` override a field's default."""
+    hints = typing.get_type_hints(options)
+    known = set(parser._option_string_actions)
+    for field in dataclasses.fields(options):
+        if "help" not in field.metadata or _flag(field) in known or field.name in skip:
+            continue
+        kind = hints[field.name]
+        inner = [a for a in typing.get_args(kind) if a is not type(None)]
+        if typing.get_origin(kind) in (types.UnionType, typing.Union):
+            kind = inner[0]
+        default = defaults.get(field.name, field.default)
+        kwargs: dict[str, Any] = {"dest": _dest(field), "help": field.metadata["help"]}
+        if kind is bool:
+            parser.add_argument(_flag(field), action="store_true", **kwargs)
+        elif typing.get_origin(kind) is typing.Literal:
+            choices = list(typing.get_args(kind))
+            parser.add_argument(_flag(field), choices=choices, default=default, **kwargs)
+        else:
+            parser.add_argument(_flag(field), type=kind, default=default, **kwargs)
+
+
+def options_from(args: argparse.Namespace, options: type, **values: Any) -> Any:
+    """An options dataclass from the parsed arguments its documented fields generated (an
+    undocumented field keeps its default; ``values`` win)."""
+    given = {
+        field.name: getattr(args, _dest(field))
+        for field in dataclasses.fields(options)
+        if "help" in field.metadata and hasattr(args, _dest(field))
+    }
+    return options(**{**given, **values})

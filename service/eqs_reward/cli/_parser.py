@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 
 from eqs_reward._version import __version__
-from eqs_reward.cli._common import (
-    DEFAULT_URL,
-)
+from eqs_reward.cli._common import DEFAULT_URL, add_options
 from eqs_reward.cli.bank import (
     cmd_bank_add,
     cmd_bank_check,
@@ -25,15 +23,8 @@ from eqs_reward.cli.evaluate import (
     cmd_redteam,
 )
 from eqs_reward.cli.serve import cmd_judge, cmd_score, cmd_serve
-from eqs_reward.cli.train import (
-    add_mine_arguments,
-    add_train_arguments,
-    add_warm_arguments,
-    cmd_iterate,
-    cmd_mine,
-    cmd_train,
-    cmd_warmstart,
-)
+from eqs_reward.cli.train import add_train_parsers
+from eqs_reward.offline.redteam import RedteamOptions
 
 DESCRIPTION = (
     "Serve rewards, run the embedded judge, score files, operate the few-shot bank, train, "
@@ -71,41 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--json", action="store_true", help="print JSON instead of a table")
     score.set_defaults(func=cmd_score)
 
-    train = sub.add_parser("train", help="GRPO (TRL) on SmolLM2-135M with rewards [train]")
-    add_train_arguments(train, "runs/train")
-    train.set_defaults(func=cmd_train)
-
-    mine = sub.add_parser("mine", help="rank contexts by group disagreement u_q [train]")
-    mine.add_argument("--out", default="runs/mine")
-    mine.add_argument(
-        "--candidates",
-        default=None,
-        help='JSONL {"context"|"query", "suggestions": [...]} instead of generating',
-    )
-    add_mine_arguments(mine, with_url=True)
-    mine.set_defaults(func=cmd_mine)
-
-    warm = sub.add_parser("warmstart", help="warm-start SFT on well-formed answers [train]")
-    add_train_arguments(warm, "runs/warmstart")
-    add_warm_arguments(warm)
-    warm.set_defaults(func=cmd_warmstart)
-
-    iterate = sub.add_parser(
-        "iterate",
-        help="Algorithm 1: warm start, GRPO, mine, K rounds, metrics per stage [train]",
-    )
-    iterate.add_argument("--rounds", type=int, default=2)
-    iterate.add_argument("--no-warm-start", action="store_true", help="start GRPO from the base")
-    iterate.add_argument(
-        "--held-out", type=int, default=48, help="held-out real queries per evaluation"
-    )
-    iterate.add_argument(
-        "--eval-samples", type=int, default=2, help="answers sampled per held-out query"
-    )
-    add_train_arguments(iterate, "runs/iterate")
-    add_mine_arguments(iterate, with_url=False)
-    add_warm_arguments(iterate)
-    iterate.set_defaults(func=cmd_iterate)
+    add_train_parsers(sub)
 
     evaluate = sub.add_parser("eval", help="judge agreement on labeled cases, or paper metrics")
     evaluate.add_argument("--url", default=DEFAULT_URL)
@@ -133,11 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=cmd_eval)
 
     red = sub.add_parser("redteam", help="how much reward attacks win, per family [eval]")
-    red.add_argument("--url", default=DEFAULT_URL)
-    red.add_argument("--mode", choices=["binary", "soft"], default="soft")
-    red.add_argument("--fewshot-version", type=int, default=None)
-    red.add_argument("--legit", type=int, default=200, help="legitimate suggestions to score")
-    red.add_argument("--out", default="runs/redteam")
+    add_options(red, RedteamOptions)
     red.add_argument(
         "--write-corpus", default=None, help="only write the attacks as JSONL to this file"
     )

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from eqs_reward.cli._common import (
+    options_from,
     require,
 )
 from eqs_reward.client import RewardClient
@@ -127,15 +128,7 @@ def cmd_redteam(args: argparse.Namespace) -> int:
         print(f"wrote {count} attacks to {args.write_corpus}")
         return 0
     require("eval", "redteam")
-    report = redteam.run(
-        redteam.RedteamOptions(
-            url=args.url,
-            out=Path(args.out),
-            score_mode=args.mode,
-            fewshot_version=args.fewshot_version,
-            legit=args.legit,
-        )
-    )
+    report = redteam.run(options_from(args, redteam.RedteamOptions))
     print(redteam.table(report))
     print(f"\nreport: {Path(args.out) / 'redteam.json'}  plot: {Path(args.out) / 'redteam.png'}")
     return 0

@@ -32,6 +32,7 @@ from eqs_reward._jsonl import read_jsonl, write_jsonl
 from eqs_reward._paths import default_models_dir
 from eqs_reward._trainer_inputs import context_from
 from eqs_reward.client import RewardClient
+from eqs_reward.offline._options import option
 from eqs_reward.offline.data import HELD_OUT, split_queries
 from eqs_reward.rewards import parse_completion
 from eqs_reward.types import DIMENSIONS, ItemResult, ScoreMode
@@ -51,25 +52,35 @@ GENERATION_PROMPT = (
 
 @dataclass
 class TrainOptions:
-    url: str = "http://127.0.0.1:8000"
-    out: Path = Path("runs/train")
-    steps: int = 20
-    batch_size: int = 8  # completions per step: 2 prompts x G
-    group_size: int = 4  # GRPO's G (num_generations)
+    url: str = option("http://127.0.0.1:8000", "eqs-reward service")
+    out: Path = option(Path("runs/train"), "output folder")
+    steps: int = option(20, "GRPO steps")
+    batch_size: int = option(8, "completions per step (2 prompts x G)")
+    group_size: int = option(4, "GRPO G (num_generations)")
     # Measured on this CPU after the warm start: 2e-5 lifts held-out format reward 0.82 -> 0.90 in
     # 16 steps; the paper's actor lr, 1e-6 (for a GPU run of thousands of steps), moves nothing.
-    learning_rate: float = 2e-5
-    beta: float = 0.001  # the paper's KL coefficient
-    max_completion_length: int = 80  # a warm-started answer takes 45-70 tokens
+    learning_rate: float = option(
+        2e-5,
+        "learning rate: 2e-5 moves a 135M policy in 20 CPU steps (paper, GPU: 1e-6)",
+        flag="--lr",
+    )
+    beta: float = option(0.001, "KL coefficient (paper: 0.001)")
+    max_completion_length: int = option(
+        80, "tokens per completion: a warm-started answer takes 45-70"
+    )
     temperature: float = 1.0
-    prompts: int = 64
-    extra_contexts: Path | None = None  # e.g. a previous round's hard subset
-    model: Path | None = None  # default: the prepared SmolLM2-135M-Instruct
-    fewshot_version: int | None = None  # default: pin the service's active version
-    score_mode: ScoreMode = "soft"
-    seed: int = 7
-    save_model: bool = False
-    recipe: str | None = None  # default: pin the service's default recipe
+    prompts: int = option(64, "shopper queries to train on")
+    extra_contexts: Path | None = option(None, "JSONL, e.g. a hard subset")
+    model: Path | None = option(None, "policy folder (default: SmolLM2-135M)")
+    fewshot_version: int | None = option(
+        None, "pin this bank version (default: the active one, pinned)"
+    )
+    score_mode: ScoreMode = option("soft", "score mode", flag="--mode")
+    seed: int = option(7, "random seed")
+    save_model: bool = option(False, "keep the trained policy in the output folder")
+    recipe: str | None = option(
+        None, "reward recipe (GET /v1/recipes); pinned for the run, default: the server's"
+    )
 
 
 def resolve_recipe(url: str, recipe: str | None) -> tuple[str, list[str]]:
@@ -278,18 +289,20 @@ def plot_rewards(
 
 @dataclass
 class MineOptions:
-    url: str = "http://127.0.0.1:8000"
-    out: Path = Path("runs/mine")
-    contexts: Path | None = None
-    candidates: Path | None = None  # JSONL: {"context"|"query", "suggestions": [...]}
-    model: Path | None = None
-    k: int = 6  # candidate suggestions per context
-    limit: int = 32  # contexts to mine when generating
-    top: int | None = 8
-    threshold: float | None = None
-    score_mode: ScoreMode = "soft"
-    fewshot_version: int | None = None
-    seed: int = 7
+    url: str = option("http://127.0.0.1:8000", "eqs-reward service")
+    out: Path = option(Path("runs/mine"), "output folder")
+    contexts: Path | None = option(None, "JSONL contexts (default: shopper data)")
+    candidates: Path | None = option(
+        None, 'JSONL {"context"|"query", "suggestions": [...]} instead of generating'
+    )
+    model: Path | None = option(None, "policy folder (default: SmolLM2)")
+    k: int = option(6, "candidate suggestions per context")
+    limit: int = option(32, "contexts to mine (when generating)")
+    top: int | None = option(8, "keep the N most disputed")
+    threshold: float | None = option(None, "or every u_q >= this")
+    score_mode: ScoreMode = option("soft", "score mode", flag="--mode")
+    fewshot_version: int | None = option(None, "pin this bank version")
+    seed: int = option(7, "random seed")
     recipe: str | None = None  # u_q is the spread of r(s) under this recipe
 
 

@@ -35,6 +35,7 @@ from typing import Any
 from eqs_reward._jsonl import read_jsonl, write_jsonl
 from eqs_reward.client import RewardClient
 from eqs_reward.evaluation import paper_metrics
+from eqs_reward.offline._options import option
 from eqs_reward.offline.data import HELD_OUT, split_queries
 from eqs_reward.offline.train import GENERATION_PROMPT, prompt_messages, sample_completions
 from eqs_reward.rewards import format_problem, parse_completion
@@ -226,21 +227,28 @@ def _as_asked(text: str) -> bool:
 
 @dataclass
 class WarmStartOptions:
-    url: str
-    out: Path
-    model: Path | None = None
-    queries: int = 40  # training queries to sample candidates for (pairs: about 9 in 10)
-    epochs: float = 5.0  # measured: 3 epochs at 1e-4 left format at 0.44 (greedy), 5 at 2e-4: 0.82
-    learning_rate: float = 2e-4
+    url: str = option("http://127.0.0.1:8000", "eqs-reward service")
+    out: Path = option(Path("runs/warmstart"), "output folder")
+    model: Path | None = option(None, "policy folder (default: SmolLM2-135M)")
+    # pairs: about 9 in 10 queries give one
+    queries: int = option(40, "training queries to build SFT pairs for", flag="--warm-queries")
+    # measured: 3 epochs at 1e-4 left format at 0.44 (greedy), 5 at 2e-4: 0.82
+    epochs: float = option(5.0, "SFT epochs over the pairs", flag="--warm-epochs")
+    learning_rate: float = option(2e-4, "SFT learning rate", flag="--warm-lr")
     batch_size: int = 8
-    samples: int = 4  # answers sampled per query; each gives up to 3 candidates
-    threshold: float = 0.5
-    clicks: Path | None = None
-    pairs: Path | None = None  # reuse the pairs.jsonl of an earlier warm start
-    min_pairs: int = 8  # fewer pairs than this teach nothing: stop with a clear error
-    fewshot_version: int | None = None
-    score_mode: ScoreMode = "soft"
-    seed: int = 7
+    samples: int = option(
+        4, "answers sampled per query for SFT pairs (each gives up to 3)", flag="--warm-samples"
+    )
+    threshold: float = option(
+        0.5, "keep sampled suggestions whose reward is at least this", flag="--threshold-sft"
+    )
+    clicks: Path | None = option(None, "click logs JSONL: SFT on what shoppers tapped instead")
+    pairs: Path | None = option(None, "SFT on this pairs.jsonl (e.g. an earlier warm start's)")
+    # fewer pairs than this teach nothing: stop with a clear error
+    min_pairs: int = option(8, "stop when fewer SFT pairs than this", flag="--warm-min-pairs")
+    fewshot_version: int | None = option(None, "pin this bank version")
+    score_mode: ScoreMode = option("soft", "score mode", flag="--mode")
+    seed: int = option(7, "random seed")
 
 
 def warm_start(options: WarmStartOptions) -> dict[str, Any]:
