@@ -104,8 +104,7 @@ def test_training_options_are_generated_from_their_dataclasses() -> None:
     the dataclasses' defaults, and iterate's shared parser keeps each tool's options apart."""
     from eqs_reward.cli import build_parser
     from eqs_reward.cli._common import options_from
-    from eqs_reward.offline.train import MineOptions, TrainOptions
-    from eqs_reward.offline.warmstart import WarmStartOptions
+    from eqs_reward.offline.options import MineOptions, TrainOptions, WarmStartOptions
 
     parser = build_parser()
     assert options_from(parser.parse_args(["train"]), TrainOptions) == TrainOptions()

@@ -67,7 +67,7 @@ def _dest(field: dataclasses.Field[Any]) -> str:
 def add_options(
     parser: argparse.ArgumentParser, options: type, skip: tuple[str, ...] = (), **defaults: Any
 ) -> None:
-    """One option per documented field of an options dataclass (``offline._options.option``):
+    """One option per documented field of an options dataclass (``offline.options.option``):
     its flag, type, choices, default and help all come from the field, so the command line and
     the dataclass cannot disagree. A flag the parser already has (a field two dataclasses
     share, like ``--url``) is added once; ``skip`` names fields a command does not offer;

@@ -24,7 +24,7 @@ from eqs_reward.cli.evaluate import (
 )
 from eqs_reward.cli.serve import cmd_judge, cmd_score, cmd_serve
 from eqs_reward.cli.train import add_train_parsers
-from eqs_reward.offline.redteam import RedteamOptions
+from eqs_reward.offline.options import RedteamOptions
 
 DESCRIPTION = (
     "Serve rewards, run the embedded judge, score files, operate the few-shot bank, train, "

@@ -14,6 +14,7 @@ from eqs_reward.cli._common import (
     require,
 )
 from eqs_reward.client import RewardClient
+from eqs_reward.offline.options import RedteamOptions
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -128,7 +129,7 @@ def cmd_redteam(args: argparse.Namespace) -> int:
         print(f"wrote {count} attacks to {args.write_corpus}")
         return 0
     require("eval", "redteam")
-    report = redteam.run(options_from(args, redteam.RedteamOptions))
+    report = redteam.run(options_from(args, RedteamOptions))
     print(redteam.table(report))
     print(f"\nreport: {Path(args.out) / 'redteam.json'}  plot: {Path(args.out) / 'redteam.png'}")
     return 0

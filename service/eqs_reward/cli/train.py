@@ -11,8 +11,7 @@ import sys
 from pathlib import Path
 
 from eqs_reward.cli._common import add_options, configure_logging, options_from, require
-from eqs_reward.offline.train import MineOptions, TrainOptions
-from eqs_reward.offline.warmstart import WarmStartOptions
+from eqs_reward.offline.options import MineOptions, TrainOptions, WarmStartOptions
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -26,16 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from eqs_reward.offline.data import HELD_OUT, split_queries
+from eqs_reward.offline.options import MineOptions, TrainOptions, WarmStartOptions
 from eqs_reward.offline.train import (
-    MineOptions,
-    TrainOptions,
     default_model_dir,
     mine,
     resolve_fewshot_version,
     resolve_recipe,
     train,
 )
-from eqs_reward.offline.warmstart import WarmStartOptions, evaluate_stage, warm_start
+from eqs_reward.offline.warmstart import evaluate_stage, warm_start
 from eqs_reward.types import DIMENSIONS
 
 __all__ = ["METRICS", "iterate", "plot_stages", "render_stages"]

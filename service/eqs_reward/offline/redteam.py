@@ -15,28 +15,16 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from eqs_reward._jsonl import write_jsonl
 from eqs_reward.client import RewardClient
-from eqs_reward.offline._options import option
 from eqs_reward.offline.corpora import FAMILIES, HELD_OUT, Case, attack_corpus, legit_corpus
-from eqs_reward.types import DIMENSIONS, ScoreMode, SuggestionScore
+from eqs_reward.offline.options import RedteamOptions
+from eqs_reward.types import DIMENSIONS, SuggestionScore
 
 __all__ = ["RedteamOptions", "run", "write_corpus"]
-
-
-@dataclass
-class RedteamOptions:
-    url: str = option("http://127.0.0.1:8000", "eqs-reward service")
-    out: Path = option(Path("runs/redteam"), "output folder")
-    score_mode: ScoreMode = option("soft", "score mode", flag="--mode")
-    fewshot_version: int | None = option(None, "pin this bank version")
-    # all 1,200 are checked against the guard
-    legit: int = option(200, "legitimate suggestions to score")
-    batch: int = 64
 
 
 def write_corpus(path: Path) -> int:

@@ -24,7 +24,6 @@ import json
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +31,10 @@ from eqs_reward._jsonl import read_jsonl, write_jsonl
 from eqs_reward._paths import default_models_dir
 from eqs_reward._trainer_inputs import context_from
 from eqs_reward.client import RewardClient
-from eqs_reward.offline._options import option
 from eqs_reward.offline.data import HELD_OUT, split_queries
+from eqs_reward.offline.options import MineOptions, TrainOptions
 from eqs_reward.rewards import parse_completion
-from eqs_reward.types import DIMENSIONS, ItemResult, ScoreMode
+from eqs_reward.types import DIMENSIONS, ItemResult
 
 log = logging.getLogger("eqs_reward.train")
 
@@ -48,39 +47,6 @@ GENERATION_PROMPT = (
     'brand, a feature, a size, a use, or a budget with a number (for example "under $50").\n'
     'Answer with JSON only, exactly like this: {{"options": ["...", "...", "..."]}}'
 )
-
-
-@dataclass
-class TrainOptions:
-    url: str = option("http://127.0.0.1:8000", "eqs-reward service")
-    out: Path = option(Path("runs/train"), "output folder")
-    steps: int = option(20, "GRPO steps")
-    batch_size: int = option(8, "completions per step (2 prompts x G)")
-    group_size: int = option(4, "GRPO G (num_generations)")
-    # Measured on this CPU after the warm start: 2e-5 lifts held-out format reward 0.82 -> 0.90 in
-    # 16 steps; the paper's actor lr, 1e-6 (for a GPU run of thousands of steps), moves nothing.
-    learning_rate: float = option(
-        2e-5,
-        "learning rate: 2e-5 moves a 135M policy in 20 CPU steps (paper, GPU: 1e-6)",
-        flag="--lr",
-    )
-    beta: float = option(0.001, "KL coefficient (paper: 0.001)")
-    max_completion_length: int = option(
-        80, "tokens per completion: a warm-started answer takes 45-70"
-    )
-    temperature: float = 1.0
-    prompts: int = option(64, "shopper queries to train on")
-    extra_contexts: Path | None = option(None, "JSONL, e.g. a hard subset")
-    model: Path | None = option(None, "policy folder (default: SmolLM2-135M)")
-    fewshot_version: int | None = option(
-        None, "pin this bank version (default: the active one, pinned)"
-    )
-    score_mode: ScoreMode = option("soft", "score mode", flag="--mode")
-    seed: int = option(7, "random seed")
-    save_model: bool = option(False, "keep the trained policy in the output folder")
-    recipe: str | None = option(
-        None, "reward recipe (GET /v1/recipes); pinned for the run, default: the server's"
-    )
 
 
 def resolve_recipe(url: str, recipe: str | None) -> tuple[str, list[str]]:
@@ -285,25 +251,6 @@ def plot_rewards(
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
-
-
-@dataclass
-class MineOptions:
-    url: str = option("http://127.0.0.1:8000", "eqs-reward service")
-    out: Path = option(Path("runs/mine"), "output folder")
-    contexts: Path | None = option(None, "JSONL contexts (default: shopper data)")
-    candidates: Path | None = option(
-        None, 'JSONL {"context"|"query", "suggestions": [...]} instead of generating'
-    )
-    model: Path | None = option(None, "policy folder (default: SmolLM2)")
-    k: int = option(6, "candidate suggestions per context")
-    limit: int = option(32, "contexts to mine (when generating)")
-    top: int | None = option(8, "keep the N most disputed")
-    threshold: float | None = option(None, "or every u_q >= this")
-    score_mode: ScoreMode = option("soft", "score mode", flag="--mode")
-    fewshot_version: int | None = option(None, "pin this bank version")
-    seed: int = option(7, "random seed")
-    recipe: str | None = None  # u_q is the spread of r(s) under this recipe
 
 
 def sample_completions(

@@ -28,15 +28,14 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from eqs_reward._jsonl import read_jsonl, write_jsonl
 from eqs_reward.client import RewardClient
 from eqs_reward.evaluation import paper_metrics
-from eqs_reward.offline._options import option
 from eqs_reward.offline.data import HELD_OUT, split_queries
+from eqs_reward.offline.options import WarmStartOptions
 from eqs_reward.offline.train import GENERATION_PROMPT, prompt_messages, sample_completions
 from eqs_reward.rewards import format_problem, parse_completion
 from eqs_reward.types import DIMENSIONS, ItemResult, ScoreMode
@@ -223,32 +222,6 @@ def _as_asked(text: str) -> bool:
     """What the generation prompt asks for, checked before a candidate may be a target: a
     question, under 15 words (the reward judges the rest)."""
     return text.strip().endswith("?") and len(text.split()) < 15
-
-
-@dataclass
-class WarmStartOptions:
-    url: str = option("http://127.0.0.1:8000", "eqs-reward service")
-    out: Path = option(Path("runs/warmstart"), "output folder")
-    model: Path | None = option(None, "policy folder (default: SmolLM2-135M)")
-    # pairs: about 9 in 10 queries give one
-    queries: int = option(40, "training queries to build SFT pairs for", flag="--warm-queries")
-    # measured: 3 epochs at 1e-4 left format at 0.44 (greedy), 5 at 2e-4: 0.82
-    epochs: float = option(5.0, "SFT epochs over the pairs", flag="--warm-epochs")
-    learning_rate: float = option(2e-4, "SFT learning rate", flag="--warm-lr")
-    batch_size: int = 8
-    samples: int = option(
-        4, "answers sampled per query for SFT pairs (each gives up to 3)", flag="--warm-samples"
-    )
-    threshold: float = option(
-        0.5, "keep sampled suggestions whose reward is at least this", flag="--threshold-sft"
-    )
-    clicks: Path | None = option(None, "click logs JSONL: SFT on what shoppers tapped instead")
-    pairs: Path | None = option(None, "SFT on this pairs.jsonl (e.g. an earlier warm start's)")
-    # fewer pairs than this teach nothing: stop with a clear error
-    min_pairs: int = option(8, "stop when fewer SFT pairs than this", flag="--warm-min-pairs")
-    fewshot_version: int | None = option(None, "pin this bank version")
-    score_mode: ScoreMode = option("soft", "score mode", flag="--mode")
-    seed: int = option(7, "random seed")
 
 
 def warm_start(options: WarmStartOptions) -> dict[str, Any]:
