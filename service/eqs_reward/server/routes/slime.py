@@ -19,19 +19,16 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
-from eqs_reward._trainer_inputs import context_from, prompt_text
 from eqs_reward.server._http import Admission, check_limits, json_response
+from eqs_reward.server.protocols import SLIME_DEADLINE_S, slime_answer, slime_request
 from eqs_reward.server.routes._deps import get_admission, get_scoring
 from eqs_reward.server.routes._responses import BODY, errors
-from eqs_reward.server.schemas import ScoreRequest
 from eqs_reward.server.scoring import ScoringService
 from eqs_reward.server.settings import MAX_INT64
 
 router = APIRouter(tags=["slime"])
 
-#: The route's own deadline and a failed sample's wait for its siblings: under slime's timeout.
-DEADLINE_S = 25.0
-GROUP_WAIT_S = 20.0
+DEADLINE_S = SLIME_DEADLINE_S
 #: The schema's bound on a prompt or response: 12 bytes a character at worst (an escaped
 #: surrogate pair), one past it still fits the body limit.
 MAX_CHARS = 50_000
@@ -86,24 +83,15 @@ async def slime_reward(
     admission: Admission = Depends(get_admission),  # noqa: B008
 ) -> Response:
     """The reward of one slime sample: the set reward of its completion's suggestions."""
-    prompt = prompt_text(body.prompt)
-    label = body.label if isinstance(body.label, str | dict) else None
-    request = ScoreRequest.model_validate(
-        {
-            "items": [{"context": context_from(label, prompt), "completion": body.response}],
-            "options": {
-                "k": 3,
-                "score_mode": "soft",
-                "on_failure": "null",
-                "fewshot_version": fewshot_version,
-                "recipe": recipe,
-                "group_size": group_size,
-                "group_wait_s": GROUP_WAIT_S,
-                "deadline_s": min(DEADLINE_S, deadline_s or DEADLINE_S),
-            },
-        }
+    request = slime_request(
+        body.prompt,
+        body.response,
+        body.label,
+        fewshot_version=fewshot_version,
+        recipe=recipe,
+        group_size=group_size,
+        deadline_s=deadline_s,
     )
     check_limits(request, scoring.settings)
     response = await scoring.score(request, admit=admission)
-    reward = response.results[0].neutral_reward
-    return json_response(0.0 if reward is None else reward)
+    return json_response(slime_answer(response))
