@@ -3,6 +3,7 @@ RESULTS.md keeps one section per benchmark, each rewritten only by its own comma
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from loadtest import bench, bench_catalog
@@ -44,3 +45,19 @@ def test_quick_mode_leaves_the_committed_results_alone(tmp_path: Path) -> None:
     before = committed.read_bytes()
     assert bench.main(["--quick", "--only", "memory"]) == 0
     assert committed.read_bytes() == before
+
+
+def test_two_versions_compare_side_by_side_in_one_run(tmp_path: Path) -> None:
+    """The refactor benchmark (``loadtest.bench_compare``): both sides run, alternating, each its
+    own code, and every figure is printed for both with the ratio. Against HEAD itself here
+    (the figures are not asserted: these machines are noisy, and tests assert no timings)."""
+    from loadtest import bench_compare
+
+    out = tmp_path / "rows.json"
+    argv = ["--base", "HEAD", "--rounds", "1", "--quick", "--json", str(out)]
+    assert bench_compare.main(argv) == 0
+    rows = json.loads(out.read_text())
+    figures = {row["figure"] for row in rows}
+    assert any("added latency" in f for f in figures) and any("cache hits" in f for f in figures)
+    rates = [row for row in rows if "latency" not in row["figure"]]
+    assert rates and all(row["base"] > 0 and row["head"] > 0 for row in rates)
