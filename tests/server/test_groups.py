@@ -8,9 +8,10 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 
 from eqs_reward.judge.stub import StubJudge
-from eqs_reward.server.groups import GroupMemory
+from eqs_reward.server.groups import GroupFill, GroupMemory, RedisGroupMemory
 from tests.conftest import GOOD, GOOD2, SHORT
 
 THIRD = "Which blenders are quiet enough for 6 am?"
@@ -71,3 +72,26 @@ def test_a_failed_sample_waits_for_its_siblings(make_client: Any, stub: StubJudg
         json={"items": [{"context": {"query": "b"}, "suggestions": ["FAILME x?", SHORT]}]},
     ).json()["results"][0]
     assert "group" not in alone and alone["reward"] is None
+
+
+async def test_the_redis_memory_is_shared_by_replicas(redis_url: str, redis_prefix: str) -> None:
+    """Two replicas' memories on one real Redis: the failed sample recorded through one gets
+    the mean of its siblings recorded through the other; a Redis that is down costs the fill
+    (unknown), never the request."""
+    import redis.asyncio
+
+    clients = [redis.asyncio.Redis.from_url(redis_url) for _ in range(2)]
+    one, other = (RedisGroupMemory(c, redis_prefix) for c in clients)
+    try:
+        waiting = asyncio.ensure_future(other.fill_failed(["g"], [None], 3, 0.0, 5.0))
+        await asyncio.sleep(0.2)  # the failed sample waits; its siblings come in elsewhere
+        assert await one.fill_failed(["g", "g"], [0.2, 0.4], 3, 0.0, 0.0) == {}
+        fill = (await waiting)[0]
+        assert (fill.mean, fill.seen, fill.judged) == (pytest.approx(0.3), 2, 2)
+        down = RedisGroupMemory(redis.asyncio.Redis(port=1, socket_connect_timeout=0.2), "x:")
+        assert await down.fill_failed(["g", "g"], [0.5, None], 2, 0.0, 0.1) == {
+            1: GroupFill(None, 0, 0)
+        }
+    finally:
+        for client in clients:
+            await client.aclose()

@@ -11,20 +11,27 @@ samples of its key, recorded since shortly before its request began (``LOOKBACK_
 and reports the mean reward of those that were judged (the nearest in time, if there are more).
 
 The memory is bounded (least recently used keys are dropped past ``max_keys``; each key keeps the
-last ``per_key`` outcomes) and forgets outcomes after ``ttl_s``. It lives in one process: with
-several replicas, route a context's samples to one replica (or send a group in one request).
+last ``per_key`` outcomes) and forgets outcomes after ``ttl_s``. ``GroupMemory`` lives in one
+process; with several replicas, ``RedisGroupMemory`` (``EQS_REWARD_GROUP_MEMORY=redis``) keeps
+it in Redis, shared by all of them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import logging
 import time
+import uuid
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["GroupFill", "GroupMemory"]
+__all__ = ["GroupFill", "GroupMemory", "RedisGroupMemory"]
+
+log = logging.getLogger("eqs_reward.groups")
 
 #: Siblings recorded up to this long before a failed sample's request began still count. The
 #: samples of one group are sent together (their requests start within a second or two), so a
@@ -121,14 +128,93 @@ class GroupMemory:
         keys: Sequence[str],
         rewards: Sequence[float | None],
         group_size: int,
-        since: float,
+        began_s_ago: float,
         wait_s: float,
     ) -> dict[int, GroupFill]:
         """Record a request's rewards under their group keys; each failed one (``None``) waits
-        for its siblings (at most ``wait_s``). Its fill, by position in the request."""
+        for its siblings (at most ``wait_s``). Its fill, by position in the request.
+        ``began_s_ago``: how long ago the request began (each memory keeps its own clock)."""
         tokens = [self.record(key, reward) for key, reward in zip(keys, rewards, strict=True)]
+        since = time.monotonic() - began_s_ago
         failed = [n for n, reward in enumerate(rewards) if reward is None]
         fills = await asyncio.gather(
             *[self.fill(keys[n], tokens[n], group_size, since, wait_s) for n in failed]
         )
+        return dict(zip(failed, fills, strict=True))
+
+
+class RedisGroupMemory:
+    """The group memory in Redis, shared by every replica (``EQS_REWARD_GROUP_MEMORY=redis``):
+    a group's samples may land on different replicas and the failed one still gets its
+    siblings' mean. Per group key, one list of ``[token, time, reward]`` (wall-clock time, the
+    replicas' common clock), trimmed to ``per_key`` and expiring ``ttl_s`` after its last
+    write; a failed sample polls it every ``POLL_S`` until its siblings are in or its wait
+    ends. A Redis error never fails the request: that sample's fill is unknown (``None``)."""
+
+    POLL_S = 0.05
+
+    def __init__(self, client: Any, prefix: str, per_key: int = 64, ttl_s: float = 600.0) -> None:
+        self.redis = client
+        self.prefix = prefix + "group:"
+        self.per_key = per_key
+        self.ttl_s = ttl_s
+
+    async def _record(self, key: str, reward: float | None) -> str:
+        token = uuid.uuid4().hex
+        name = self.prefix + key
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.rpush(name, json.dumps([token, time.time(), reward]))
+            pipe.ltrim(name, -self.per_key, -1)
+            pipe.expire(name, max(1, int(self.ttl_s)))
+            await pipe.execute()
+        return token
+
+    async def _siblings(
+        self, key: str, token: str, since: float, wanted: int
+    ) -> list[float | None]:
+        now = time.time()
+        rows = [json.loads(raw) for raw in await self.redis.lrange(self.prefix + key, 0, -1)]
+        own = next((at for t, at, _ in rows if t == token), now)
+        others = sorted(
+            (abs(at - own), reward)
+            for t, at, reward in rows
+            if t != token and at >= since and now - at <= self.ttl_s
+        )
+        return [reward for _, reward in others[:wanted]]
+
+    async def _fill(
+        self, key: str, token: str, group_size: int, since: float, wait_s: float
+    ) -> GroupFill:
+        wanted = max(0, group_size - 1)
+        deadline = time.monotonic() + wait_s
+        while True:
+            others = await self._siblings(key, token, since - LOOKBACK_S, wanted)
+            if len(others) >= wanted or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(min(self.POLL_S, max(0.0, deadline - time.monotonic())))
+        judged = [r for r in others if r is not None]
+        mean = sum(judged) / len(judged) if judged else None
+        return GroupFill(mean, len(others), len(judged))
+
+    async def fill_failed(
+        self,
+        keys: Sequence[str],
+        rewards: Sequence[float | None],
+        group_size: int,
+        began_s_ago: float,
+        wait_s: float,
+    ) -> dict[int, GroupFill]:
+        """As ``GroupMemory.fill_failed``, through Redis."""
+        since = time.time() - began_s_ago
+        try:
+            tokens = [
+                await self._record(key, reward) for key, reward in zip(keys, rewards, strict=True)
+            ]
+            failed = [n for n, reward in enumerate(rewards) if reward is None]
+            fills = await asyncio.gather(
+                *[self._fill(keys[n], tokens[n], group_size, since, wait_s) for n in failed]
+            )
+        except Exception as exc:  # a Redis failure costs the fill, never the request
+            log.warning("group memory in Redis failed: %r", exc)
+            return {n: GroupFill(None, 0, 0) for n, reward in enumerate(rewards) if reward is None}
         return dict(zip(failed, fills, strict=True))

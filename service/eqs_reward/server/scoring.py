@@ -38,7 +38,7 @@ from eqs_reward.server._results import item_result
 from eqs_reward.server.bank import BankVersion, FewshotBank, VersionNotFoundError
 from eqs_reward.server.cache import RedisTier, ScoreCache
 from eqs_reward.server.errors import InvalidRequestError
-from eqs_reward.server.groups import GroupMemory
+from eqs_reward.server.groups import GroupMemory, RedisGroupMemory
 from eqs_reward.server.guard import Guard
 from eqs_reward.server.heads import Embedder
 from eqs_reward.server.metrics import Metrics
@@ -82,7 +82,11 @@ class ScoringService:
         self.metrics = metrics
         self.cache = ScoreCache(settings.cache_max_entries, redis, metrics)
         self.pool = JudgePool(settings, judge, self.cache, metrics)
-        self.groups = GroupMemory()
+        self.groups: GroupMemory | RedisGroupMemory = GroupMemory()
+        if settings.group_memory == "redis":
+            if redis is None:
+                raise RuntimeError("EQS_REWARD_GROUP_MEMORY=redis needs EQS_REWARD_REDIS_URL")
+            self.groups = RedisGroupMemory(redis.redis, settings.redis_key_prefix)
         self.recipes = recipes or load_recipes(settings.prompts_path / "recipes")
         if settings.default_recipe not in self.recipes:
             raise RecipeError(
@@ -212,7 +216,7 @@ class ScoringService:
             [item.group_key for item in items],
             [result.reward for result in results],
             options.group_size,
-            started,
+            time.monotonic() - started,
             wait,
         )
         return [

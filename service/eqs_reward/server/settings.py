@@ -131,6 +131,11 @@ class Settings(BaseSettings):
         default="sqlite",
         description="sqlite: a file in data_dir (one replica); redis: shared by replicas",
     )
+    group_memory: Literal["memory", "redis"] = Field(
+        default="memory",
+        description="where a failed sample's group mean comes from: memory (this process) or "
+        "redis (shared by replicas, whichever replica scored the group's other samples)",
+    )
     fewshot_token_budget: int = Field(
         default=4000, ge=0, description="prompt tokens for examples; 0: no limit"
     )

@@ -1,0 +1,197 @@
+"""The service as a Ray Serve application on a real two-node Ray cluster (one host): two
+replicas of the service's own app behind Ray's HTTP proxy, the bank and the score cache in real
+Redis, the judge a stub process. A suggestion judged through one replica is a cache hit through
+the other; a replica refuses the SQLite bank."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from eqs_reward.server.ray_serve import REPLICA_HEADER, build, check_settings
+from eqs_reward.server.settings import Settings
+from tests.conftest import (
+    FAILME,
+    ServerProcess,
+    free_port,
+    item,
+    score_body,
+    stub_judge_process,
+    wait_http,
+)
+
+pytestmark = pytest.mark.ray
+
+
+def test_a_replica_refuses_state_only_one_machine_can_see(tmp_path: Path) -> None:
+    def settings(**values: Any) -> Settings:
+        return Settings(_env_file=None, data_dir=tmp_path, **values)  # type: ignore[call-arg]
+
+    shared = {"fewshot_store": "redis", "redis_url": "redis://127.0.0.1:6379/0"}
+    with pytest.raises(RuntimeError, match="EQS_REWARD_FEWSHOT_STORE=redis"):
+        check_settings(settings(judge_url="http://j/v1"))
+    with pytest.raises(RuntimeError, match="EQS_REWARD_GROUP_MEMORY=redis"):
+        check_settings(settings(judge_url="http://j/v1", **shared))
+    with pytest.raises(RuntimeError, match="EQS_REWARD_JUDGE_URL"):
+        check_settings(settings(group_memory="redis", **shared))
+    check_settings(settings(judge_url="http://j/v1", group_memory="redis", **shared))
+
+
+@pytest.fixture(scope="module")
+def judge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    process = stub_judge_process(tmp_path_factory.mktemp("ray-judge")).start()
+    wait_http(process.url + "/health", 30)
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def serve_url(
+    judge: ServerProcess, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """Two Ray nodes on this host (1 CPU each, small object stores: Ray's defaults do not fit
+    2 cores), Serve's proxy on the head, two replicas of 0.6 CPU each (so one per node). The
+    proxy's preference for replicas on its own node is off, so its router uses both."""
+    import uuid
+
+    import ray
+    import redis
+    from ray import serve
+    from ray.cluster_utils import Cluster
+
+    prefix = f"eqs-ray-{uuid.uuid4().hex[:12]}:"
+    env = {
+        "EQS_REWARD_JUDGE_URL": judge.url + "/v1",
+        "EQS_REWARD_JUDGE_MODEL": "stub",
+        "EQS_REWARD_DEFAULT_RECIPE": "qualeqs",
+        "EQS_REWARD_FEWSHOT_STORE": "redis",
+        "EQS_REWARD_GROUP_MEMORY": "redis",
+        "EQS_REWARD_REDIS_URL": redis_url,
+        "EQS_REWARD_REDIS_KEY_PREFIX": prefix,
+        "EQS_REWARD_DATA_DIR": str(tmp_path_factory.mktemp("ray-data")),
+        "EQS_REWARD_LOG_LEVEL": "warning",
+        "EQS_REWARD_JUDGE_MAX_RETRIES": "0",
+    }
+    node = {"num_cpus": 1, "object_store_memory": 80 * 2**20}
+    os.environ["RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING"] = "0"  # read by the proxy at start
+    cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
+    cluster.add_node(**node)
+    port = free_port()
+    try:
+        ray.init(address=cluster.address, runtime_env={"env_vars": env}, log_to_driver=False)
+        serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build({"num_replicas": 2, "num_cpus": 0.6}), name="eqs-reward", route_prefix="/")
+        url = f"http://127.0.0.1:{port}"
+        wait_http(url + "/ready", 120)
+        yield url
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        cluster.shutdown()
+        os.environ.pop("RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING", None)
+        client = redis.Redis.from_url(redis_url)
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+def _score(url: str, text: str) -> httpx.Response:
+    body = score_body(item("standing desk", text), k=1, score_mode="soft")
+    return httpx.post(url + "/v1/score", json=body, timeout=60)
+
+
+def test_a_suggestion_judged_by_one_replica_is_a_cache_hit_on_the_other(
+    serve_url: str, judge: ServerProcess
+) -> None:
+    text = "Which standing desks under $400 go up to 48 inches?"
+    first = _score(serve_url, text)
+    assert first.status_code == 200, first.text
+    assert first.json()["results"][0]["suggestions"][0]["cached"] is False
+    time.sleep(0.5)  # the Redis tier is written behind the answer
+    calls_before = httpx.get(judge.url + "/_stub/stats").json()["calls"]
+    replicas: dict[str, list[Any]] = {}
+    for _ in range(24):
+        response = _score(serve_url, text)
+        assert response.status_code == 200, response.text
+        suggestion = response.json()["results"][0]["suggestions"][0]
+        replicas.setdefault(response.headers[REPLICA_HEADER], []).append(suggestion["cached"])
+    assert len(replicas) == 2, replicas  # Serve's router used both
+    assert all(cached for values in replicas.values() for cached in values)
+    assert httpx.get(judge.url + "/_stub/stats").json()["calls"] == calls_before
+
+
+def test_a_failed_sample_gets_its_group_mean_when_the_group_spans_replicas(
+    serve_url: str, judge: ServerProcess
+) -> None:
+    """Per-sample trainers send one sample per request: with G = 4, the failed one (the stub
+    judge fails FAILME) waits for its three siblings, scored on whichever replicas, and reports
+    their mean from the shared group memory."""
+    httpx.post(judge.url + "/_stub/config", json={"fail_pattern": FAILME})
+    options = {"k": 1, "score_mode": "soft", "group_size": 4, "group_wait_s": 20}
+    query = f"desk for a small room {time.time()}"  # a group of this test's own
+    texts = [
+        "Which desks under $200 fit a 40-inch wall?",
+        "Are there white standing desks with a drawer?",
+        "Do you have corner desks under 30 inches deep?",
+        f"Desks that {FAILME}?",
+    ]
+
+    def one(text: str) -> httpx.Response:
+        return httpx.post(
+            serve_url + "/v1/score",
+            json={"items": [item(query, text)], "options": options},
+            timeout=60,
+        )
+
+    with ThreadPoolExecutor(4) as pool:
+        responses = list(pool.map(one, texts))
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
+    results = [r.json()["results"][0] for r in responses]
+    judged = [r["reward"] for r in results[:3]]
+    failed = results[3]
+    assert failed["reward"] is None and failed["group"]["seen"] == 3
+    assert failed["group"]["mean"] == pytest.approx(sum(judged) / 3)
+    assert len({r.headers[REPLICA_HEADER] for r in responses}) >= 1
+
+
+def test_the_contract_holds_behind_rays_proxy(serve_url: str) -> None:
+    """The app's own limits and envelope hold under Serve (Ray's proxy parses HTTP)."""
+    json_type = {"content-type": "application/json"}
+    for content in (b"{not json", b"\xff\xfe"):
+        bad = httpx.post(serve_url + "/v1/score", content=content, headers=json_type, timeout=30)
+        assert bad.status_code == 400 and bad.json()["error"]["type"] == "bad_request"
+    empty = httpx.post(serve_url + "/v1/score", json={"items": []}, timeout=30)
+    assert empty.status_code == 422 and empty.json()["error"]["code"] == 422
+    large = httpx.post(
+        serve_url + "/v1/score", content=b"[" + b" " * (2 * 2**20) + b"]", headers=json_type
+    )
+    assert large.status_code == 413 and large.json()["error"]["type"] == "payload_too_large"
+    unauthorised = httpx.post(serve_url + "/v1/fewshot", json={"examples": []}, timeout=30)
+    assert unauthorised.status_code in (401, 403) and "error" in unauthorised.json()
+    assert httpx.get(serve_url + "/health", timeout=30).status_code == 200
+
+
+def test_the_serve_config_is_one_ray_accepts() -> None:
+    """``deploy/ray/serve.yaml`` against Ray's own schema for ``serve deploy`` / ``serve run``."""
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    from tests.conftest import ROOT
+
+    config = ServeDeploySchema.model_validate(
+        yaml.safe_load((ROOT / "deploy" / "ray" / "serve.yaml").read_text())
+    )
+    (app,) = config.applications
+    assert app.import_path == "eqs_reward.server.ray_serve:build"
+    env = app.runtime_env["env_vars"]
+    assert env["EQS_REWARD_FEWSHOT_STORE"] == env["EQS_REWARD_GROUP_MEMORY"] == "redis"
+    (deployment,) = app.deployments
+    assert deployment.name == "eqs-reward" and deployment.autoscaling_config["min_replicas"] >= 2
