@@ -24,6 +24,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from loadtest._results import section as results_section
+from loadtest._results import write_sections
+
 ROOT = Path(__file__).resolve().parent.parent
 
 #: (section, path into the section's JSON, label, lower is better)
@@ -116,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="runs of each side")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (the tests' run)")
     parser.add_argument("--json", default=None, help="write the rows here")
+    parser.add_argument(
+        "--results", default=None, help="write the table as RESULTS.md's 'compare' section"
+    )
     args = parser.parse_args(argv)
     head_ref = subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
@@ -134,7 +140,23 @@ def main(argv: list[str] | None = None) -> int:
                 out = Path(tmp) / f"{side}-{n}.json"
                 results[side].append(run_side(trees[side], out, args.quick))
     rows = compare(results["base"], results["head"])
-    print(render(rows, args.base, head_ref, args.rounds))
+    table = render(rows, args.base, head_ref, args.rounds)
+    print(table)
+    if args.results:
+        command = "python -m loadtest.bench_compare " + " ".join(
+            argv if argv is not None else sys.argv[1:]
+        )
+        body = (
+            "The overhead and cache sections of `loadtest.bench` for two versions of the code, "
+            "each run in its own process with its own source, alternating base and head. "
+            "Ratios below 1 are a slowdown for 'higher is better' figures, above 1 for 'lower "
+            "is better' ones; the loaded figures share two cores between the load generator, "
+            "the service and the stub judge: they are the noisiest.\n\n" + table
+        )
+        title = "7. Old and new code side by side"
+        write_sections(
+            Path(args.results), {"compare": results_section("compare", title, body, command)}
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0
