@@ -25,7 +25,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +51,30 @@ class GroupFill:
 
     def to_dict(self) -> dict[str, float | int | None]:
         return {"mean": self.mean, "seen": self.seen, "judged": self.judged}
+
+
+def _nearest(
+    outcomes: Iterable[Sequence[Any]],
+    token: Any,
+    since: float,
+    now: float,
+    ttl_s: float,
+    wanted: int,
+) -> list[float | None]:
+    """Up to ``wanted`` rewards of other samples (``(token, time, reward)`` outcomes) recorded
+    after ``since`` and within ``ttl_s``, the nearest in time to the sample's own first."""
+    own = next((at for t, at, _ in outcomes if t == token), now)
+    others = sorted(
+        ((abs(at - own), reward) for t, at, reward in outcomes
+         if t != token and at >= since and now - at <= ttl_s),
+        key=lambda pair: pair[0],
+    )  # fmt: skip
+    return [reward for _, reward in others[:wanted]]
+
+
+def _fill_of(others: list[float | None]) -> GroupFill:
+    judged = [r for r in others if r is not None]
+    return GroupFill(sum(judged) / len(judged) if judged else None, len(others), len(judged))
 
 
 @dataclass(slots=True)
@@ -92,15 +116,7 @@ class GroupMemory:
         entry = self._keys.get(key)
         if entry is None:
             return []
-        now = time.monotonic()
-        own = next((at for t, at, _ in entry.outcomes if t == token), now)
-        others = [
-            (abs(at - own), reward)
-            for t, at, reward in entry.outcomes
-            if t != token and at >= since and now - at <= self.ttl_s
-        ]
-        others.sort(key=lambda pair: pair[0])
-        return [reward for _, reward in others[:wanted]]
+        return _nearest(entry.outcomes, token, since, time.monotonic(), self.ttl_s, wanted)
 
     async def fill(
         self, key: str, token: int, group_size: int, since: float, wait_s: float
@@ -119,9 +135,7 @@ class GroupMemory:
                     await self._keys[key].changed.wait()
             except TimeoutError:
                 pass
-        judged = [r for r in others if r is not None]
-        mean = sum(judged) / len(judged) if judged else None
-        return GroupFill(mean, len(others), len(judged))
+        return _fill_of(others)
 
     async def fill_failed(
         self,
@@ -172,15 +186,8 @@ class RedisGroupMemory:
     async def _siblings(
         self, key: str, token: str, since: float, wanted: int
     ) -> list[float | None]:
-        now = time.time()
         rows = [json.loads(raw) for raw in await self.redis.lrange(self.prefix + key, 0, -1)]
-        own = next((at for t, at, _ in rows if t == token), now)
-        others = sorted(
-            (abs(at - own), reward)
-            for t, at, reward in rows
-            if t != token and at >= since and now - at <= self.ttl_s
-        )
-        return [reward for _, reward in others[:wanted]]
+        return _nearest(rows, token, since, time.time(), self.ttl_s, wanted)
 
     async def _fill(
         self, key: str, token: str, group_size: int, since: float, wait_s: float
@@ -192,9 +199,7 @@ class RedisGroupMemory:
             if len(others) >= wanted or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(min(self.POLL_S, max(0.0, deadline - time.monotonic())))
-        judged = [r for r in others if r is not None]
-        mean = sum(judged) / len(judged) if judged else None
-        return GroupFill(mean, len(others), len(judged))
+        return _fill_of(others)
 
     async def fill_failed(
         self,
