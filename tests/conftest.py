@@ -1,90 +1,37 @@
-"""Shared fixtures: settings pointing at a stub judge, an app with the stub injected in-process,
-and helpers to run real servers (stub judge, the service) as subprocesses on free ports."""
+"""Shared fixtures: an app with the stub judge injected in-process, real Redis, a running service
+on a stub judge process, the packaged SmolLM2 model, and the wheel built once per session. Their
+helpers are in ``tests/_helpers.py``."""
 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import socket
-import subprocess
+import itertools
 import sys
-import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from eqs_reward import _resources
+from eqs_reward.catalog import CatalogBackend, PostgresCatalog, SQLiteCatalog, read_products
 from eqs_reward.judge.stub import StubJudge
 from eqs_reward.server import build_app
-from eqs_reward.server.settings import Settings
-from tests._fresh import run
-
-ROOT = Path(__file__).resolve().parents[1]
-#: The packaged labeled cases (``dev.jsonl`` for validation, ``train.jsonl``): always present.
-JUDGE_CASES = ROOT / "service" / "eqs_reward" / "_data" / "judge_cases"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_http(url: str, timeout: float, ok: tuple[int, ...] = (200,)) -> None:
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            response = httpx.get(url, timeout=2.0)
-            if response.status_code in ok:
-                return
-            last = response.status_code
-        except httpx.HTTPError as exc:
-            last = exc
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} not up after {timeout}s (last: {last!r})")
-
-
-def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "judge_url": "http://stub-judge/v1",
-        "judge_model": "stub",
-        "data_dir": tmp_path,
-        "judge_backoff_initial_s": 0.01,
-        "judge_backoff_max_s": 0.05,
-        # The stub judge's verdicts under the paper's recipe: what most tests assert. The
-        # shipped default (qualeqs-taught) has its own tests, which name it.
-        "default_recipe": "qualeqs",
-    }
-    values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
-
-
-def scripted(*answers: Any) -> tuple[httpx.MockTransport, list[dict[str, Any]]]:
-    """A mock transport answering in order (the last answer repeats): an exception (raised),
-    an int status, a ``(status, json[, headers])`` tuple, or a dict (200 with that JSON).
-    Returns the transport and the list of JSON bodies it received."""
-    seen: list[dict[str, Any]] = []
-    queue = list(answers)
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(json.loads(request.content))
-        answer = queue.pop(0) if len(queue) > 1 else queue[0]
-        if isinstance(answer, Exception):
-            raise answer
-        if isinstance(answer, int):
-            return httpx.Response(answer, json={"error": "x"})
-        if isinstance(answer, tuple):
-            headers = answer[2] if len(answer) > 2 else None
-            return httpx.Response(answer[0], json=answer[1], headers=headers)
-        return httpx.Response(200, json=answer)
-
-    return httpx.MockTransport(handler), seen
+from tests._helpers import (
+    FAILME,
+    ROOT,
+    RedisServer,
+    ServerProcess,
+    make_settings,
+    models_dir,
+    run,
+    stub_backed_service,
+)
 
 
 @pytest.fixture
@@ -115,155 +62,9 @@ def client(make_client: Any) -> TestClient:
     return make_client()  # type: ignore[no-any-return]
 
 
-class ServerProcess:
-    """A subprocess serving HTTP on a port; stopped (process group and all) at teardown."""
-
-    def __init__(self, argv: list[str], port: int, env: dict[str, str], log: Path) -> None:
-        self.argv, self.port, self.env, self.log = argv, port, env, log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, cwd: Path = ROOT) -> ServerProcess:
-        with open(self.log, "ab") as out:
-            self.process = subprocess.Popen(
-                self.argv,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                start_new_session=True,
-                cwd=cwd,
-            )
-        return self
-
-    def kill(self, sig: int = 9) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, sig)
-            self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, 15)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, 9)
-                self.process.wait(timeout=10)
-
-
-def service_env(**values: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EQS_REWARD_")}
-    env["EQS_REWARD_DEFAULT_RECIPE"] = "qualeqs"  # as in make_settings
-    env.update(values)
-    return env
-
-
-def stub_judge_process(tmp_path: Path, port: int | None = None) -> ServerProcess:
-    port = port or free_port()
-    argv = [sys.executable, "-m", "eqs_reward.judge.stub", "--port", str(port)]
-    return ServerProcess(argv, port, service_env(), tmp_path / f"stub-{port}.log")
-
-
-def service_process(tmp_path: Path, port: int | None = None, **env: str) -> ServerProcess:
-    port = port or free_port()
-    argv = [sys.executable, "-m", "eqs_reward.cli", "serve", "--port", str(port)]
-    values = {"EQS_REWARD_DATA_DIR": str(tmp_path / "data"), **env}
-    return ServerProcess(argv, port, service_env(**values), tmp_path / f"service-{port}.log")
-
-
-@contextlib.contextmanager
-def stub_backed_service(tmp_path: Path, **env: str) -> Iterator[ServerProcess]:
-    """A real service process on a stub judge process, both ready; stopped afterwards.
-    ``.judge`` is the stub's process."""
-    judge = stub_judge_process(tmp_path).start()
-    service = service_process(
-        tmp_path, EQS_REWARD_JUDGE_URL=judge.url + "/v1", EQS_REWARD_JUDGE_MODEL="stub", **env
-    ).start()
-    service.judge = judge  # type: ignore[attr-defined]
-    try:
-        wait_http(judge.url + "/health", 30)
-        wait_http(service.url + "/ready", 60)
-        yield service
-    finally:
-        service.stop()
-        judge.stop()
-
-
-def assert_envelope(response: httpx.Response, status: int, type_: str | None = None) -> str:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert error["code"] == status and error["message"]
-    if type_:
-        assert error["type"] == type_
-    return str(error["message"])
-
-
-def score_body(*items: dict[str, Any], **options: Any) -> dict[str, Any]:
-    return {"items": list(items), "options": options}
-
-
-def item(query: str, *suggestions: str, **extra: Any) -> dict[str, Any]:
-    return {"context": {"query": query}, "suggestions": list(suggestions), **extra}
-
-
-GOOD = "Which blenders under $80 can crush ice?"
-GOOD2 = "Are there glass jar blenders with 1000 W motors?"
-SHORT = "Any blenders?"
-
-
-class RedisServer:
-    """A redis-server of this test's own, so it can be killed and restarted on its port."""
-
-    def __init__(self, folder: Path) -> None:
-        self.port = free_port()
-        self.folder = folder
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> RedisServer:
-        self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.folder),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                redis.Redis(port=self.port).ping()
-                return self
-            except redis.RedisError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-
-
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Redis: the machine's on 6379 if it answers, else a redis-server we start."""
-    import redis
-
     try:
         redis.Redis(host="127.0.0.1", port=6379, socket_timeout=1).ping()
         yield "redis://127.0.0.1:6379/0"
@@ -280,10 +81,6 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 def redis_prefix(redis_url: str) -> Iterator[str]:
     """A key prefix of this test's own, deleted afterwards."""
-    import uuid
-
-    import redis
-
     prefix = f"eqs-test-{uuid.uuid4().hex[:12]}:"
     yield prefix
     client = redis.Redis.from_url(redis_url)
@@ -293,11 +90,6 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
     client.close()
 
 
-def models_dir() -> Path:
-    """Persistent across test sessions so the model is prepared once per machine."""
-    return Path(os.environ.get("EQS_REWARD_TEST_MODELS_DIR", ROOT / ".eqs-reward" / "models"))
-
-
 @pytest.fixture(scope="session")
 def smollm2() -> Path:
     """SmolLM2-135M-Instruct prepared from the packaged GGUF (the embedded judge's model, and
@@ -305,10 +97,6 @@ def smollm2() -> Path:
     from eqs_reward.judge.embedded import prepare_model
 
     return prepare_model(models_dir())
-
-
-#: The stub judge behind ``stub_service`` fails every suggestion that contains this.
-FAILME = "FAILME"
 
 
 @pytest.fixture(scope="module")
@@ -321,17 +109,6 @@ def stub_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPro
         judge = service.judge  # type: ignore[attr-defined]
         httpx.post(judge.url + "/_stub/config", json={"fail_pattern": FAILME})
         yield service
-
-
-def docs_block(page: str, heading: str, language: str) -> str:
-    """The first fenced ``language`` block under the heading that starts with ``heading`` in
-    ``docs/<page>``: tests run the docs' snippets, so the docs cannot drift from them."""
-    text = (ROOT / "docs" / page).read_text(encoding="utf-8")
-    start = next(i for i, line in enumerate(text.splitlines()) if line.startswith(heading))
-    lines = text.splitlines()[start:]
-    opening = lines.index(f"```{language}")
-    closing = lines.index("```", opening + 1)
-    return "\n".join(lines[opening + 1 : closing])
 
 
 @pytest.fixture(scope="session")
@@ -347,3 +124,46 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def wheel(dist: Path) -> Path:
     (found,) = dist.glob("eqs_reward-*.whl")
     return found
+
+
+@pytest.fixture
+def running_service(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """Factory: ``running_service(**env)`` starts a real service process on a stub judge process
+    (both ready; ``.judge`` is the stub's) and stops both at teardown. Each call gets its own
+    data directory."""
+    started = itertools.count(1)
+    with contextlib.ExitStack() as stack:
+
+        def start(**env: str) -> ServerProcess:
+            folder = tmp_path / f"service-{next(started)}"
+            folder.mkdir()
+            return stack.enter_context(stub_backed_service(folder, **env))
+
+        yield start
+
+
+POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    name = f"eqs_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[CatalogBackend]:
+    backend: CatalogBackend
+    if request.param == "sqlite":
+        backend = SQLiteCatalog(tmp_path / "catalog.sqlite3")
+    else:
+        backend = PostgresCatalog(request.getfixturevalue("postgres_url"))
+    await backend.load(read_products(_resources.demo_dir() / "catalog.jsonl"))
+    yield backend
+    await backend.close()

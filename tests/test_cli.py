@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from eqs_reward.cli import main
 from eqs_reward.judge.cases import load_seed_examples
-from tests.conftest import ROOT, ServerProcess, stub_backed_service
+from tests._helpers import ROOT, ServerProcess
 
 TOKEN = "cli-token"
 
@@ -63,9 +63,8 @@ def test_bank_export_import_round_trip(
 
 
 @pytest.fixture
-def running(tmp_path: Path) -> Iterator[ServerProcess]:
-    with stub_backed_service(tmp_path, EQS_REWARD_ADMIN_TOKEN=TOKEN) as service:
-        yield service
+def running(running_service: Callable[..., ServerProcess]) -> ServerProcess:
+    return running_service(EQS_REWARD_ADMIN_TOKEN=TOKEN)
 
 
 def test_bank_add_and_score_against_a_service(

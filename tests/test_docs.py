@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from eqs_reward.server.settings import Settings
-from tests.conftest import ROOT
+from tests._helpers import ROOT
 
 MKDOCS = Path(sys.executable).with_name("mkdocs")
 

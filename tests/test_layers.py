@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests._helpers import ROOT
 
 PACKAGE = ROOT / "service" / "eqs_reward"
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from loadtest.loadgen import main as loadgen
 from loadtest.traffic import TrafficModel, load_queries, percentile, repetition
-from tests.conftest import service_process, stub_judge_process, wait_http
+from tests._helpers import ServerProcess
 
 
 def test_traffic_model_is_grpo_shaped_and_uses_real_queries() -> None:
@@ -26,44 +27,35 @@ def test_traffic_model_is_grpo_shaped_and_uses_real_queries() -> None:
     assert percentile([1, 2, 3, 4], 0.5) == 2.5
 
 
-def test_loadgen_reports_throughput_latency_and_savings(tmp_path: Path) -> None:
-    judge = stub_judge_process(tmp_path).start()
-    service = service_process(
-        tmp_path, EQS_REWARD_JUDGE_URL=judge.url + "/v1", EQS_REWARD_JUDGE_MODEL="stub"
-    ).start()
-    try:
-        wait_http(judge.url + "/health", 30)
-        wait_http(service.url + "/ready", 60)
-        out = tmp_path / "report.json"
-        code = loadgen(
-            [
-                "--url",
-                service.url,
-                "--concurrency",
-                "4",
-                "--requests",
-                "40",
-                "--duration",
-                "30",
-                "--prompts",
-                "8",
-                "--json",
-                str(out),
-            ]
-        )
-        assert code == 0
-        report = json.loads(out.read_text())
-        assert report["requests"] == 40 and report["status_counts"] == {"200": 40}
-        assert report["qps_requests"] > 0 and report["suggestions"] == 40 * 24
-        assert report["latency_s"]["p50"] <= report["latency_s"]["p99"]
-        assert report["request_failure_rate"] == 0 and report["suggestion_failure_rate"] == 0
-        assert 0 < report["judge_calls"] < report["suggestions"]
-        assert report["judge_calls_saved"] == report["suggestions"] - report["judge_calls"]
-        assert report["cache"]["memory"]["hits"] > 0  # the prompts came back
-        rate = loadgen(
-            ["--url", service.url, "--rate", "20", "--requests", "10", "--duration", "10"]
-        )
-        assert rate == 0
-    finally:
-        service.stop()
-        judge.stop()
+def test_loadgen_reports_throughput_latency_and_savings(
+    tmp_path: Path, running_service: Callable[..., ServerProcess]
+) -> None:
+    service = running_service()
+    out = tmp_path / "report.json"
+    code = loadgen(
+        [
+            "--url",
+            service.url,
+            "--concurrency",
+            "4",
+            "--requests",
+            "40",
+            "--duration",
+            "30",
+            "--prompts",
+            "8",
+            "--json",
+            str(out),
+        ]
+    )
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["requests"] == 40 and report["status_counts"] == {"200": 40}
+    assert report["qps_requests"] > 0 and report["suggestions"] == 40 * 24
+    assert report["latency_s"]["p50"] <= report["latency_s"]["p99"]
+    assert report["request_failure_rate"] == 0 and report["suggestion_failure_rate"] == 0
+    assert 0 < report["judge_calls"] < report["suggestions"]
+    assert report["judge_calls_saved"] == report["suggestions"] - report["judge_calls"]
+    assert report["cache"]["memory"]["hits"] > 0  # the prompts came back
+    rate = loadgen(["--url", service.url, "--rate", "20", "--requests", "10", "--duration", "10"])
+    assert rate == 0

@@ -17,8 +17,7 @@ import pytest
 
 from eqs_reward._jsonl import read_jsonl
 from eqs_reward._version import __version__
-from tests._fresh import run, venv
-from tests.conftest import ROOT, ServerProcess, free_port, wait_http
+from tests._helpers import ROOT, ServerProcess, free_port, run, venv, wait_http
 
 pytestmark = pytest.mark.wheel
 

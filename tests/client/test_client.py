@@ -9,21 +9,10 @@ from typing import Any
 import httpx
 import pytest
 
-from eqs_reward.client import (
-    AsyncRewardClient,
-    RewardAuthError,
-    RewardClient,
-    RewardConflict,
-    RewardDeadlineExceeded,
-    RewardNotFound,
-    RewardRequestRejected,
-    RewardServiceError,
-    RewardServiceUnavailable,
-    apply_policy,
-    consecutive_groups,
-)
+from eqs_reward import client as api
+from eqs_reward.client import AsyncRewardClient, RewardClient, apply_policy, consecutive_groups
 from eqs_reward.types import parse_failure_policy
-from tests.conftest import scripted
+from tests._helpers import scripted
 
 
 def body(*rewards: float | None) -> dict[str, Any]:
@@ -114,7 +103,7 @@ def test_an_outage_is_waited_out_and_each_wait_logged(caplog: pytest.LogCaptureF
 def test_an_outage_longer_than_the_limit_raises_unavailable() -> None:
     transport, seen = scripted(httpx.ConnectError("refused"))
     client = RewardClient("http://svc", transport=transport, backoff_s=0.01, wait_for_service_s=0.3)
-    with pytest.raises(RewardServiceUnavailable) as info:
+    with pytest.raises(api.RewardServiceUnavailable) as info:
         client.score_completions(["q"], ["c"])
     assert "unavailable after" in str(info.value) and len(seen) > 3
     client.close()
@@ -123,7 +112,7 @@ def test_an_outage_longer_than_the_limit_raises_unavailable() -> None:
 def test_a_server_bug_is_retried_three_times_only() -> None:
     transport, seen = scripted(envelope(500, "internal_error"))
     client = RewardClient("http://svc", transport=transport, backoff_s=0.0)
-    with pytest.raises(RewardServiceUnavailable) as info:
+    with pytest.raises(api.RewardServiceUnavailable) as info:
         client.score_completions(["q"], ["c"])
     assert len(seen) == 4 and info.value.status == 500
     client.close()
@@ -132,21 +121,21 @@ def test_a_server_bug_is_retried_three_times_only() -> None:
 @pytest.mark.parametrize(
     ("status", "kind"),
     [
-        (422, RewardRequestRejected),
-        (401, RewardAuthError),
-        (403, RewardAuthError),
-        (404, RewardNotFound),
-        (409, RewardConflict),
+        (422, api.RewardRequestRejected),
+        (401, api.RewardAuthError),
+        (403, api.RewardAuthError),
+        (404, api.RewardNotFound),
+        (409, api.RewardConflict),
     ],
 )
 def test_4xx_is_raised_with_the_envelope_and_not_retried(
-    status: int, kind: type[RewardRequestRejected]
+    status: int, kind: type[api.RewardRequestRejected]
 ) -> None:
     transport, seen = scripted(envelope(status, "typed", comparison={"verdict": "worse"}))
     client = RewardClient("http://svc", transport=transport, admin_token="t")
     with pytest.raises(kind) as info:
         client.add_examples([{"x": 1}])
-    assert isinstance(info.value, RewardServiceError)
+    assert isinstance(info.value, api.RewardServiceError)
     assert info.value.status == status and info.value.type == "typed"
     assert (
         info.value.message == f"m{status}" and info.value.body["comparison"]["verdict"] == "worse"
@@ -158,7 +147,7 @@ def test_4xx_is_raised_with_the_envelope_and_not_retried(
 def test_deadline() -> None:
     transport, _ = scripted(envelope(503))
     client = RewardClient("http://svc", transport=transport, deadline_s=0.3, backoff_s=10.0)
-    with pytest.raises(RewardDeadlineExceeded):
+    with pytest.raises(api.RewardDeadlineExceeded):
         client.score_completions(["q"], ["c"])
     client.close()
 
@@ -177,7 +166,7 @@ def test_admin_calls_send_the_token_and_retire_is_not_repeated_after_a_reset() -
     )
     assert client.add_examples([{"suggestion": "s"}], note="n")["version"] == 3
     assert requests[0].headers["authorization"] == "Bearer secret"
-    with pytest.raises(RewardServiceUnavailable):
+    with pytest.raises(api.RewardServiceUnavailable):
         client.retire_example("ex-1")
     assert [r.method for r in requests] == ["POST", "DELETE"]  # the retire was sent once
     client.close()
@@ -199,5 +188,5 @@ async def test_async_client() -> None:
     async with AsyncRewardClient(
         "http://svc", transport=transport, deadline_s=0.2, backoff_s=5.0
     ) as client:
-        with pytest.raises(RewardDeadlineExceeded):
+        with pytest.raises(api.RewardDeadlineExceeded):
             await client.score_completions(["q"], ["c"])

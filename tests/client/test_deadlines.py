@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from eqs_reward.client import openrlhf, trl, verl
+from tests._helpers import ServerProcess, stub_backed_service
 from tests.client.slime import remote_rm as slime
-from tests.conftest import ServerProcess, stub_backed_service
 
 DEADLINE_S = 3.0
 SLACK_S = 3.0

@@ -17,7 +17,6 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
-import json
 import sys
 import warnings
 from collections.abc import Iterator
@@ -35,15 +34,11 @@ with warnings.catch_warnings():
     from openrlhf.utils.agent import SingleTurnAgentExecutor
     from transformers import AutoTokenizer
 
-from tests.conftest import FAILME, ServerProcess, docs_block
+from tests._helpers import ServerProcess, docs_block
+from tests.client._completions import BAD, GOOD, R_GOOD, R_SHORT, SHORT, text
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
-GOOD = ["Which blenders under $80 can crush ice?", "Are there glass jar blenders with 1000 W?",
-        "Do you have Vitamix blenders with a 7-year warranty?"]  # fmt: skip
-SHORT = ["Blenders under $50?", "Any glass blenders here?", "Quiet blenders for mornings?"]
-BAD = [f"{FAILME} blenders?", f"{FAILME} glass ones?", f"{FAILME} quiet ones?"]
-R_GOOD, R_SHORT = 0.9**3, 0.9 * 0.9 * 0.1
 GPU_ONLY = (
     "flash_attn",
     "deepspeed",
@@ -162,10 +157,6 @@ def advantages(api: Any, outputs: list[dict[str, Any]], estimator: str) -> list[
     maker.kl_ctl = SimpleNamespace(value=0.0)
     done = maker.compute_advantages_and_returns(experiences)
     return [e.advantages.sum().item() for e in done]
-
-
-def text(options: list[str]) -> str:
-    return json.dumps({"options": options})
 
 
 @pytest.mark.parametrize("via", ["endpoint", "file"])
@@ -289,7 +280,12 @@ def test_a_pinned_recipe_reaches_openrlhf_with_every_signal(
         monkeypatch.setenv("EQS_REWARD_RECIPE", "qualeqs-blend")
     executor = SingleTurnAgentExecutor(remote_rm_url=url)
     label = f"blender recipe {via}"
-    outputs = run_group(executor, tokenizer, [text(GOOD), text(SHORT), text(GOOD)], label=label)
+    outputs = run_group(
+        executor,
+        tokenizer,
+        [text(GOOD), text(SHORT), text(GOOD)],
+        label=label,
+    )
     logs = outputs[0]["extra_logs"]
     for name in ("judge.answerability", "exclusivity.novelty", "exclusivity.distinctness",
                  "shopper.tap", "exclusivity.diversity", "shopper.any_tap"):  # fmt: skip

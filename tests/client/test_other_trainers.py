@@ -14,9 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests._fresh import run, venv
+from tests._helpers import FAILME, ServerProcess, docs_block, run, venv
 from tests.client.areal.reward_api import AsyncRewardWrapper
-from tests.conftest import FAILME, ServerProcess, docs_block
 
 QUERY = "blender for smoothies"
 OPTIONS = ["Which blenders under $80 can crush ice?", "Are there glass jar blenders with 1000 W?",

@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
+from tests._helpers import FAILME, ServerProcess
 from tests.client.slime import remote_rm as slime
-from tests.conftest import FAILME, ServerProcess
 
 PROMPT = [{"role": "user", "content": "Suggest 3 follow-ups for: blender for smoothies"}]
 GOOD = ["Which blenders under $80 can crush ice?", "Are there glass jar blenders with 1000 W?",

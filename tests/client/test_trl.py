@@ -16,7 +16,7 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,26 +32,12 @@ with warnings.catch_warnings():  # third-party import-time deprecation noise, no
     from trl.trainer.utils import nanstd
 
 from eqs_reward.client.trl import eqs_reward_func
-from tests.conftest import (
-    FAILME,
-    ServerProcess,
-    service_process,
-    stub_judge_process,
-    wait_http,
-)
+from tests._helpers import ServerProcess
+from tests.client._completions import BAD, GOOD, R_GOOD, R_SHORT, SHORT, text
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
 
-GOOD = ["Which blenders under $80 can crush ice?", "Are there glass jar blenders with 1000 W?",
-        "Do you have Vitamix blenders with a 7-year warranty?"]  # fmt: skip
-SHORT = ["Blenders under $50?", "Any glass blenders here?", "Quiet blenders for mornings?"]
-BAD = [f"{FAILME} blenders?", f"{FAILME} glass ones?", f"{FAILME} quiet ones?"]
-R_GOOD, R_SHORT = 0.9**3, 0.9 * 0.9 * 0.1  # the stub's soft scores: all pass / no info gain
 PROMPT = [{"role": "user", "content": "Suggest 3 follow-ups for: blender"}]
-
-
-def text(options: list[str]) -> str:
-    return json.dumps({"options": options})
 
 
 class Script:
@@ -204,20 +190,11 @@ def test_a_trailing_end_token_and_a_pinned_version(
 
 
 @pytest.fixture
-def restartable(tmp_path: Path) -> Iterator[tuple[ServerProcess, ServerProcess]]:
-    judge = stub_judge_process(tmp_path).start()
-    service = service_process(
-        tmp_path,
-        EQS_REWARD_JUDGE_URL=judge.url + "/v1",
-        EQS_REWARD_JUDGE_MODEL="stub",
-    ).start()
-    try:
-        wait_http(judge.url + "/health", 30)
-        wait_http(service.url + "/ready", 60)
-        yield judge, service
-    finally:
-        service.stop()
-        judge.stop()
+def restartable(
+    running_service: Callable[..., ServerProcess],
+) -> tuple[ServerProcess, ServerProcess]:
+    service = running_service()
+    return service.judge, service  # type: ignore[attr-defined]
 
 
 def test_a_20_s_outage_during_a_real_training_run(
@@ -231,7 +208,12 @@ def test_a_20_s_outage_during_a_real_training_run(
     _, service = restartable
     func = eqs_reward_func(service.url, backoff_s=0.5, max_backoff_s=2.0)
     trainer, script = make_trainer(smollm2, tmp_path, [func], steps=4)
-    groups = [[GOOD, SHORT, GOOD, SHORT], [GOOD, GOOD, SHORT, SHORT], [SHORT] * 4, [GOOD] * 4]
+    groups = [
+        [GOOD, SHORT, GOOD, SHORT],
+        [GOOD, GOOD, SHORT, SHORT],
+        [SHORT] * 4,
+        [GOOD] * 4,
+    ]
     script.queue = [(text(c), False) for group in groups for c in group]
     restarted: list[float] = []
 

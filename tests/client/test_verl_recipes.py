@@ -15,12 +15,12 @@ import pytest
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     pytest.importorskip("verl")
-    import ray
     from transformers import AutoTokenizer
     from verl.experimental.reward_loop import RewardLoopManager
 
-from tests.client.test_verl import BAD, GOOD, KEYS, SHORT, batch, config, text
-from tests.conftest import ServerProcess
+from tests._helpers import ServerProcess
+from tests.client._completions import BAD, GOOD, SHORT, text
+from tests.client._verl import KEYS, batch, config, ray_session
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 
@@ -31,22 +31,8 @@ BLEND = {"judge.answerability", "judge.factuality", "judge.information_gain",
 
 @pytest.fixture(scope="module")
 def blend_env(stub_service: ServerProcess) -> Iterator[dict[str, str]]:
-    env = {
-        "EQS_REWARD_URL": stub_service.url,
-        "EQS_REWARD_GROUP_SIZE": "4",
-        "EQS_REWARD_FEWSHOT_VERSION": "1",
-        "EQS_REWARD_RECIPE": "qualeqs-blend",
-        "EQS_REWARD_SCORE_MODE": "soft",
-    }
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ray.init(
-            num_cpus=4, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env}
-        )
-    try:
+    with ray_session(stub_service.url, EQS_REWARD_RECIPE="qualeqs-blend") as env:
         yield env
-    finally:
-        ray.shutdown()
 
 
 def test_a_pinned_recipe_reaches_every_sample_with_every_signal(
@@ -69,7 +55,12 @@ def test_a_pinned_recipe_reaches_every_sample_with_every_signal(
     direct = httpx.post(
         stub_service.url + "/v1/score",
         json={
-            "items": [{"context": {"query": "blender for a recipe"}, "completion": text(GOOD)}],
+            "items": [
+                {
+                    "context": {"query": "blender for a recipe"},
+                    "completion": text(GOOD),
+                }
+            ],
             "options": {"recipe": "qualeqs-blend", "score_mode": "soft", "fewshot_version": 1},
         },
     ).json()["results"][0]

@@ -21,7 +21,7 @@ from eqs_reward.judge import (
     parse_verdict,
     soft_scores,
 )
-from tests.conftest import scripted
+from tests._helpers import scripted
 
 MESSAGES = [{"role": "user", "content": "x"}]
 FAST = RetryPolicy(max_retries=3, initial_s=0.0, max_s=0.0)

@@ -1,12 +1,13 @@
 """The fidelity gate's own logic, and the committed report: what the README quotes is what the
 report says, and the report meets the committed floors (the real-judge run is in
-``tests/test_embedded_vllm.py``)."""
+``tests/vllm/test_fidelity.py``)."""
 
 from __future__ import annotations
 
 import json
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from eqs_reward._resources import prompts_dir
 from eqs_reward.offline.fidelity import _next_version, check, dimension_values
 from eqs_reward.server.recipes import load_recipes
 from eqs_reward.types import DIMENSIONS
-from tests.conftest import ROOT
+from tests._helpers import ROOT, ServerProcess
 
 FIDELITY = ROOT / "loadtest" / "fidelity"
 FLOORS = json.loads((FIDELITY / "floors.json").read_text())
@@ -89,17 +90,18 @@ def test_the_readme_quotes_the_committed_report_and_nothing_else() -> None:
     assert [line for line in quoted.splitlines() if line.strip()] == table
 
 
-def test_fit_writes_a_recipe_the_service_loads(tmp_path: Path) -> None:
+def test_fit_writes_a_recipe_the_service_loads(
+    tmp_path: Path, running_service: Callable[..., ServerProcess]
+) -> None:
     """``eqs-reward fidelity fit`` against a running service (on the stub judge, which knows
     nothing): the weights come from the grid, the taught head's out-of-fold AUCs are the
     head's own (fit and read through ``TaughtHead``), and the recipe file it writes loads."""
     from eqs_reward.cli import main
-    from tests.conftest import stub_backed_service
 
     out = tmp_path / "recipes" / "qualeqs-taught.toml"
     out.parent.mkdir()
-    with stub_backed_service(tmp_path) as service:
-        assert main(["fidelity", "fit", "--url", service.url, "--out", str(out)]) == 0
+    service = running_service()
+    assert main(["fidelity", "fit", "--url", service.url, "--out", str(out)]) == 0
     recipe = load_recipes(out.parent)["qualeqs-taught"]
     assert recipe.version == 1
     text = out.read_text()

@@ -18,7 +18,7 @@ from pathlib import Path
 from eqs_reward.offline.data import split_queries
 from eqs_reward.offline.train import resolve_fewshot_version
 from eqs_reward.offline.warmstart import _close, evaluate_stage, teacher_messages
-from tests.conftest import ROOT, ServerProcess, models_dir
+from tests._helpers import ROOT, ServerProcess, models_dir
 
 PAIRS = ROOT / "loadtest" / "algorithm1" / "stub" / "pairs.jsonl"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import service_process, wait_http
+from tests._helpers import service_process, wait_http
 
 TOKEN = "crash-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from eqs_reward.judge.stub import StubJudge
 from eqs_reward.server.settings import Settings
-from tests.conftest import assert_envelope
+from tests._helpers import assert_envelope
 
 TOKEN = "gate-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

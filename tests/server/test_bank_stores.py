@@ -19,7 +19,7 @@ from eqs_reward.server.bank import (
     SQLiteBankStore,
     StaleVersionError,
 )
-from tests.conftest import ROOT
+from tests._helpers import ROOT
 
 SEED = load_seed_examples(ROOT / "fewshot_bank")
 

@@ -22,7 +22,7 @@ from eqs_reward.clicks import (
     fit_click_model,
     read_impressions,
 )
-from tests.conftest import assert_envelope
+from tests._helpers import assert_envelope
 
 LOGS = _resources.demo_dir() / "clicks.jsonl"
 

@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from eqs_reward.judge.stub import StubJudge
-from tests.conftest import GOOD, assert_envelope, item, score_body
+from tests._helpers import GOOD, assert_envelope, item, score_body
 
 TOKEN = "s3cret-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -12,7 +12,7 @@ import pytest
 
 from eqs_reward.judge.stub import StubJudge
 from eqs_reward.server.groups import GroupFill, GroupMemory, RedisGroupMemory
-from tests.conftest import GOOD, GOOD2, SHORT
+from tests._helpers import GOOD, GOOD2, SHORT
 
 THIRD = "Which blenders are quiet enough for 6 am?"
 

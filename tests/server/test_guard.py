@@ -21,7 +21,7 @@ from eqs_reward.offline.corpora import (
 )
 from eqs_reward.offline.data import load_queries
 from eqs_reward.server.guard import Guard, GuardNotFoundError, normalise_views
-from tests.conftest import JUDGE_CASES, ROOT
+from tests._helpers import JUDGE_CASES, ROOT
 
 GUARD = Guard.load(ROOT / "prompts" / "guards", "guard-v1")
 

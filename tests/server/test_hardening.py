@@ -17,7 +17,7 @@ from eqs_reward.judge.stub import StubJudge
 from eqs_reward.server import build_app
 from eqs_reward.server.bank import ACTIVE_TTL_S
 from eqs_reward.server.scoring import RateMeter
-from tests.conftest import GOOD, GOOD2, SHORT, assert_envelope, make_settings, scripted
+from tests._helpers import GOOD, GOOD2, SHORT, assert_envelope, make_settings, scripted
 
 TOKEN = "hard-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

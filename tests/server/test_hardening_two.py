@@ -22,7 +22,7 @@ from eqs_reward.judge.stub import StubJudge
 from eqs_reward.server import build_app
 from eqs_reward.server.bank import SQLiteBankStore
 from eqs_reward.server.bank._stores import version_bytes
-from tests.conftest import (
+from tests._helpers import (
     GOOD,
     GOOD2,
     ServerProcess,

@@ -12,7 +12,7 @@ import pytest
 
 from eqs_reward.offline.heads_report import measure_exclusivity, render_markdown
 from eqs_reward.server.heads import ExclusivityHead, WordLlamaEmbedder
-from tests.conftest import JUDGE_CASES, ROOT
+from tests._helpers import JUDGE_CASES, ROOT
 
 NO_NETWORK = """
 import asyncio, json, socket

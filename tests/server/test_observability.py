@@ -12,7 +12,7 @@ import yaml
 from fastapi.testclient import TestClient
 
 from eqs_reward.judge.stub import StubJudge
-from tests.conftest import GOOD, GOOD2, SHORT, item, score_body
+from tests._helpers import GOOD, GOOD2, SHORT, item, score_body
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -171,13 +171,3 @@ def test_grafana_provisioning_fits_the_dashboard() -> None:
         "eqs_reward_fewshot_active_version",
     ):
         assert needle in text, needle
-
-
-def dashboard_and_alert_expressions() -> list[str]:
-    """Every PromQL expression the dashboard and the alert rules evaluate."""
-    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/eqs-reward.json").read_text())
-    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
-    exprs += [a["expr"] for a in dashboard["annotations"]["list"]]
-    rules = yaml.safe_load((ROOT / "deploy/prometheus/alerts.yml").read_text())
-    exprs += [r["expr"] for g in rules["groups"] for r in g["rules"]]
-    return exprs

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import free_port, service_process, stub_judge_process, wait_http
+from tests._helpers import free_port, service_process, stub_judge_process, wait_http
 
 BODY = {
     "items": [

@@ -17,7 +17,7 @@ import pytest
 
 from eqs_reward.server.ray_serve import REPLICA_HEADER, build, check_settings
 from eqs_reward.server.settings import Settings
-from tests.conftest import (
+from tests._helpers import (
     FAILME,
     ServerProcess,
     free_port,
@@ -184,7 +184,7 @@ def test_the_serve_config_is_one_ray_accepts() -> None:
     import yaml
     from ray.serve.schema import ServeDeploySchema
 
-    from tests.conftest import ROOT
+    from tests._helpers import ROOT
 
     config = ServeDeploySchema.model_validate(
         yaml.safe_load((ROOT / "deploy" / "ray" / "serve.yaml").read_text())

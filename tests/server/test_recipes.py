@@ -23,7 +23,7 @@ from eqs_reward.judge.stub import StubJudge
 from eqs_reward.rewards import set_reward, suggestion_reward
 from eqs_reward.server import build_app
 from eqs_reward.server.recipes import Recipe, RecipeError, load_recipes
-from tests.conftest import GOOD, GOOD2, SHORT, assert_envelope, item, make_settings, score_body
+from tests._helpers import GOOD, GOOD2, SHORT, assert_envelope, item, make_settings, score_body
 from tests.server import golden_default
 
 GOLDEN = Path(__file__).with_name("golden_default.json")
@@ -252,7 +252,7 @@ def test_an_unreachable_embeddings_endpoint_fails_the_suggestions_not_the_reques
 
 async def test_an_openai_compatible_embeddings_endpoint_serves_the_head() -> None:
     """The endpoint variant, against an OpenAI-shaped server answering wordllama's vectors in
-    reverse order (the vLLM-served variant runs in tests/test_embedded_vllm.py)."""
+    reverse order (the vLLM-served variant runs in tests/vllm/test_scoring.py)."""
     from eqs_reward.server.heads import OpenAIEmbedder, WordLlamaEmbedder
 
     local = WordLlamaEmbedder()

@@ -14,11 +14,12 @@ import pytest
 import redis
 
 from eqs_reward.judge.stub import StubJudge
-from tests.conftest import (
+from tests._helpers import (
     GOOD,
     RedisServer,
     ServerProcess,
     item,
+    metric,
     score_body,
     service_process,
     stub_judge_process,
@@ -43,13 +44,6 @@ def judge(tmp_path: Path) -> Iterator[ServerProcess]:
 
 def judge_calls(judge: ServerProcess) -> int:
     return int(httpx.get(judge.url + "/_stub/stats").json()["calls"])
-
-
-def metric(url: str, line_start: str) -> float:
-    for line in httpx.get(url + "/metrics").text.splitlines():
-        if line.startswith(line_start):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 def replica(tmp_path: Path, judge: ServerProcess, redis_url: str, name: str) -> ServerProcess:

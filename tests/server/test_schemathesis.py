@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ServerProcess, stub_backed_service
+from tests._helpers import ServerProcess, stub_backed_service
 
 TOKEN = "fuzz-token"
 EXAMPLES = os.environ.get("EQS_REWARD_FUZZ_EXAMPLES", "60")

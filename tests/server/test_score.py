@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from eqs_reward.judge.stub import StubJudge
 from eqs_reward.server import build_app
-from tests.conftest import GOOD, GOOD2, SHORT, assert_envelope, item, make_settings, score_body
+from tests._helpers import GOOD, GOOD2, SHORT, assert_envelope, item, make_settings, score_body
 
 
 def test_contract_shape_and_numbers(client: TestClient, stub: StubJudge) -> None:

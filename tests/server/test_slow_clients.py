@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import ServerProcess, stub_backed_service
+from tests._helpers import ServerProcess, stub_backed_service
 
 
 @pytest.fixture(scope="module")

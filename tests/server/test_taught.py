@@ -34,7 +34,7 @@ from eqs_reward.server.heads.taught import (
 )
 from eqs_reward.server.settings import Settings
 from eqs_reward.types import DIMENSIONS
-from tests.conftest import ROOT, make_settings
+from tests._helpers import ROOT, make_settings
 
 TOKEN = "taught-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
