@@ -77,14 +77,63 @@ def _fill_of(others: list[float | None]) -> GroupFill:
     return GroupFill(sum(judged) / len(judged) if judged else None, len(others), len(judged))
 
 
+class _Memory:
+    """What both memories share: a request's rewards are recorded under their group keys, then
+    each failed one (``None``) waits for its siblings. A memory supplies its clock, how it
+    records a request's outcomes and how one failed sample's fill is found."""
+
+    #: The errors of the memory's own store, which leave a failed sample's fill unknown.
+    _fallible: tuple[type[Exception], ...] = ()
+
+    @staticmethod
+    def _clock() -> float:
+        raise NotImplementedError
+
+    async def _record_all(self, keys: Sequence[str], rewards: Sequence[float | None]) -> list[Any]:
+        raise NotImplementedError
+
+    async def fill(
+        self, key: str, token: Any, group_size: int, since: float, wait_s: float
+    ) -> GroupFill:
+        """The failed sample ``token``'s group fill: wait (at most ``wait_s``) for the outcomes
+        of ``group_size - 1`` siblings recorded after ``since - LOOKBACK_S`` (``since`` on the
+        memory's clock)."""
+        raise NotImplementedError
+
+    async def fill_failed(
+        self,
+        keys: Sequence[str],
+        rewards: Sequence[float | None],
+        group_size: int,
+        began_s_ago: float,
+        wait_s: float,
+    ) -> dict[int, GroupFill]:
+        """Record a request's rewards under their group keys; each failed one (``None``) waits
+        for its siblings (at most ``wait_s``). Its fill, by position in the request.
+        ``began_s_ago``: how long ago the request began (each memory keeps its own clock)."""
+        since = self._clock() - began_s_ago
+        failed = [n for n, reward in enumerate(rewards) if reward is None]
+        try:
+            tokens = await self._record_all(keys, rewards)
+            fills = await asyncio.gather(
+                *[self.fill(keys[n], tokens[n], group_size, since, wait_s) for n in failed]
+            )
+        except self._fallible as exc:  # the memory's failure costs the fill, never the request
+            log.warning("group memory failed: %r", exc)
+            return {n: GroupFill(None, 0, 0) for n in failed}
+        return dict(zip(failed, fills, strict=True))
+
+
 @dataclass(slots=True)
 class _Key:
     outcomes: deque[tuple[int, float, float | None]]
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-class GroupMemory:
-    """Recent outcomes per group key (see the module docstring)."""
+class GroupMemory(_Memory):
+    """Recent outcomes per group key, in this process (see the module docstring)."""
+
+    _clock = staticmethod(time.monotonic)
 
     def __init__(self, max_keys: int = 100_000, per_key: int = 64, ttl_s: float = 600.0) -> None:
         self.max_keys = max_keys
@@ -110,6 +159,9 @@ class GroupMemory:
         entry.changed = asyncio.Event()  # waiters hold the old one, now set
         return token
 
+    async def _record_all(self, keys: Sequence[str], rewards: Sequence[float | None]) -> list[Any]:
+        return [self.record(key, reward) for key, reward in zip(keys, rewards, strict=True)]
+
     def _siblings(self, key: str, token: int, since: float, wanted: int) -> list[float | None]:
         """Up to ``wanted`` outcomes of other samples recorded after ``since``, the nearest in
         time to the sample's own."""
@@ -119,10 +171,8 @@ class GroupMemory:
         return _nearest(entry.outcomes, token, since, time.monotonic(), self.ttl_s, wanted)
 
     async def fill(
-        self, key: str, token: int, group_size: int, since: float, wait_s: float
+        self, key: str, token: Any, group_size: int, since: float, wait_s: float
     ) -> GroupFill:
-        """The failed sample ``token``'s group fill: wait (at most ``wait_s``) for the outcomes of
-        ``group_size - 1`` siblings recorded after ``since - LOOKBACK_S``."""
         wanted = max(0, group_size - 1)
         deadline = time.monotonic() + wait_s
         while True:
@@ -137,35 +187,19 @@ class GroupMemory:
                 pass
         return _fill_of(others)
 
-    async def fill_failed(
-        self,
-        keys: Sequence[str],
-        rewards: Sequence[float | None],
-        group_size: int,
-        began_s_ago: float,
-        wait_s: float,
-    ) -> dict[int, GroupFill]:
-        """Record a request's rewards under their group keys; each failed one (``None``) waits
-        for its siblings (at most ``wait_s``). Its fill, by position in the request.
-        ``began_s_ago``: how long ago the request began (each memory keeps its own clock)."""
-        tokens = [self.record(key, reward) for key, reward in zip(keys, rewards, strict=True)]
-        since = time.monotonic() - began_s_ago
-        failed = [n for n, reward in enumerate(rewards) if reward is None]
-        fills = await asyncio.gather(
-            *[self.fill(keys[n], tokens[n], group_size, since, wait_s) for n in failed]
-        )
-        return dict(zip(failed, fills, strict=True))
 
-
-class RedisGroupMemory:
+class RedisGroupMemory(_Memory):
     """The group memory in Redis, shared by every replica (``EQS_REWARD_GROUP_MEMORY=redis``):
     a group's samples may land on different replicas and the failed one still gets its
     siblings' mean. Per group key, one list of ``[token, time, reward]`` (wall-clock time, the
     replicas' common clock), trimmed to ``per_key`` and expiring ``ttl_s`` after its last
-    write; a failed sample polls it every ``POLL_S`` until its siblings are in or its wait
-    ends. A Redis error never fails the request: that sample's fill is unknown (``None``)."""
+    write; a request's outcomes are written in one pipeline; a failed sample polls its list
+    every ``POLL_S`` until its siblings are in or its wait ends. A Redis error never fails the
+    request: its failed samples' fills are unknown (``None``)."""
 
     POLL_S = 0.05
+    _clock = staticmethod(time.time)
+    _fallible = (Exception,)  # the connection, a timeout, a bad reply
 
     def __init__(self, client: Any, prefix: str, per_key: int = 64, ttl_s: float = 600.0) -> None:
         self.redis = client
@@ -173,15 +207,17 @@ class RedisGroupMemory:
         self.per_key = per_key
         self.ttl_s = ttl_s
 
-    async def _record(self, key: str, reward: float | None) -> str:
-        token = uuid.uuid4().hex
-        name = self.prefix + key
+    async def _record_all(self, keys: Sequence[str], rewards: Sequence[float | None]) -> list[Any]:
+        tokens = [uuid.uuid4().hex for _ in keys]
+        now = time.time()
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.rpush(name, json.dumps([token, time.time(), reward]))
-            pipe.ltrim(name, -self.per_key, -1)
-            pipe.expire(name, max(1, int(self.ttl_s)))
+            for key, token, reward in zip(keys, tokens, rewards, strict=True):
+                name = self.prefix + key
+                pipe.rpush(name, json.dumps([token, now, reward]))
+                pipe.ltrim(name, -self.per_key, -1)
+                pipe.expire(name, max(1, int(self.ttl_s)))
             await pipe.execute()
-        return token
+        return tokens
 
     async def _siblings(
         self, key: str, token: str, since: float, wanted: int
@@ -189,8 +225,8 @@ class RedisGroupMemory:
         rows = [json.loads(raw) for raw in await self.redis.lrange(self.prefix + key, 0, -1)]
         return _nearest(rows, token, since, time.time(), self.ttl_s, wanted)
 
-    async def _fill(
-        self, key: str, token: str, group_size: int, since: float, wait_s: float
+    async def fill(
+        self, key: str, token: Any, group_size: int, since: float, wait_s: float
     ) -> GroupFill:
         wanted = max(0, group_size - 1)
         deadline = time.monotonic() + wait_s
@@ -200,26 +236,3 @@ class RedisGroupMemory:
                 break
             await asyncio.sleep(min(self.POLL_S, max(0.0, deadline - time.monotonic())))
         return _fill_of(others)
-
-    async def fill_failed(
-        self,
-        keys: Sequence[str],
-        rewards: Sequence[float | None],
-        group_size: int,
-        began_s_ago: float,
-        wait_s: float,
-    ) -> dict[int, GroupFill]:
-        """As ``GroupMemory.fill_failed``, through Redis."""
-        since = time.time() - began_s_ago
-        try:
-            tokens = [
-                await self._record(key, reward) for key, reward in zip(keys, rewards, strict=True)
-            ]
-            failed = [n for n, reward in enumerate(rewards) if reward is None]
-            fills = await asyncio.gather(
-                *[self._fill(keys[n], tokens[n], group_size, since, wait_s) for n in failed]
-            )
-        except Exception as exc:  # a Redis failure costs the fill, never the request
-            log.warning("group memory in Redis failed: %r", exc)
-            return {n: GroupFill(None, 0, 0) for n, reward in enumerate(rewards) if reward is None}
-        return dict(zip(failed, fills, strict=True))
