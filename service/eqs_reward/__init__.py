@@ -18,20 +18,22 @@ from eqs_reward.client import (
 )
 from eqs_reward.types import DIMENSIONS, ItemResult, ScoreMeta, ScoreResponse, SuggestionScore
 
-__all__ = [
-    "DIMENSIONS",
+__all__ = [  # noqa: RUF022  (grouped by kind, the exception tree root first)
+    "__version__",
+    # the clients and the types of their results
     "AsyncRewardClient",
-    "ItemResult",
-    "RewardAuthError",
     "RewardClient",
-    "RewardConflict",
-    "RewardDeadlineExceeded",
-    "RewardNotFound",
-    "RewardRequestRejected",
+    "ScoreResponse",
+    "ItemResult",
+    "SuggestionScore",
+    "ScoreMeta",
+    "DIMENSIONS",
+    # the exception tree, root first (see eqs_reward.client)
     "RewardServiceError",
     "RewardServiceUnavailable",
-    "ScoreMeta",
-    "ScoreResponse",
-    "SuggestionScore",
-    "__version__",
+    "RewardDeadlineExceeded",
+    "RewardRequestRejected",
+    "RewardAuthError",
+    "RewardNotFound",
+    "RewardConflict",
 ]

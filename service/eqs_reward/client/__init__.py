@@ -10,29 +10,11 @@ Adapters for RL frameworks live beside it: ``eqs_reward.client.trl`` (TRL's GRPO
 ``--reward.remote_url`` file). None of this imports the server.
 """
 
+from eqs_reward.client import _exceptions
 from eqs_reward.client._client import AsyncRewardClient, RewardClient, completion_items
-from eqs_reward.client._exceptions import (
-    RewardAuthError,
-    RewardConflict,
-    RewardDeadlineExceeded,
-    RewardNotFound,
-    RewardRequestRejected,
-    RewardServiceError,
-    RewardServiceUnavailable,
-)
+from eqs_reward.client._exceptions import *  # noqa: F403  (the exception tree: its __all__)
 from eqs_reward.rewards import apply_policy, consecutive_groups
 
-__all__ = [
-    "AsyncRewardClient",
-    "RewardAuthError",
-    "RewardClient",
-    "RewardConflict",
-    "RewardDeadlineExceeded",
-    "RewardNotFound",
-    "RewardRequestRejected",
-    "RewardServiceError",
-    "RewardServiceUnavailable",
-    "apply_policy",
-    "completion_items",
-    "consecutive_groups",
-]
+__all__ = ["AsyncRewardClient", "RewardClient", "completion_items"]
+__all__ += ["apply_policy", "consecutive_groups"]
+__all__ += _exceptions.__all__

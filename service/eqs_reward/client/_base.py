@@ -106,23 +106,32 @@ def _identity(value: Any) -> Any:
 
 
 class _BaseClient:
-    """What both clients share: configuration, request descriptions, the retry policy."""
+    """What both clients share: configuration, request descriptions, the retry policy.
+
+    Every option is a keyword argument of both clients, with its default written here once.
+    ``transport`` is an ``httpx.BaseTransport`` for ``RewardClient`` and an
+    ``httpx.AsyncBaseTransport`` for ``AsyncRewardClient`` (tests inject mock or ASGI ones);
+    ``max_connections`` defaults to the client's ``MAX_CONNECTIONS``."""
+
+    MAX_CONNECTIONS = 8
 
     def __init__(
         self,
         base_url: str,
         *,
-        k: int | None,
-        score_mode: ScoreMode,
-        fewshot_version: int | None,
-        recipe: str | None,
-        admin_token: str | None,
-        timeout_s: float,
-        wait_for_service_s: float,
-        max_retries: int,
-        backoff_s: float,
-        max_backoff_s: float,
-        deadline_s: float | None,
+        k: int | None = 3,
+        score_mode: ScoreMode = "binary",
+        fewshot_version: int | None = None,
+        recipe: str | None = None,
+        admin_token: str | None = None,
+        timeout_s: float = 120.0,
+        wait_for_service_s: float = 600.0,
+        max_retries: int = 3,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 15.0,
+        deadline_s: float | None = None,
+        max_connections: int | None = None,
+        transport: Any = None,
     ) -> None:
         if not base_url or not base_url.strip():
             raise ValueError("base_url is required, e.g. http://127.0.0.1:8000")
@@ -138,6 +147,12 @@ class _BaseClient:
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self.deadline_s = deadline_s
+        limits = httpx.Limits(max_connections=max_connections or self.MAX_CONNECTIONS)
+        self._http = self._open(transport, limits)
+
+    def _open(self, transport: Any, limits: httpx.Limits) -> Any:
+        """The pooled httpx client (sync or async) every call goes through."""
+        raise NotImplementedError
 
     # -- request descriptions ------------------------------------------------------------------
     def _score_call(
@@ -263,6 +278,18 @@ class _BaseClient:
         return _Call("PUT", "/v1/fewshot/calibration", _identity, body, admin=True)
 
     # -- HTTP ----------------------------------------------------------------------------------
+    def _request(self, call: _Call[Any], started: float) -> dict[str, Any]:
+        """One attempt's arguments to httpx's ``request`` (the timeout is what the call's
+        deadline leaves)."""
+        return {
+            "method": call.method,
+            "url": call.path,
+            "json": call.json,
+            "params": dict(call.params),
+            "headers": self._headers(call),
+            "timeout": self._attempt_timeout(started),
+        }
+
     def _headers(self, call: _Call[Any]) -> dict[str, str]:
         if not call.admin:
             return {}

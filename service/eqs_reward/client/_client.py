@@ -47,43 +47,12 @@ class RewardClient(_BaseClient):
     Use it as a context manager, or call ``close()``.
     """
 
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        k: int | None = 3,
-        score_mode: ScoreMode = "binary",
-        fewshot_version: int | None = None,
-        recipe: str | None = None,
-        admin_token: str | None = None,
-        timeout_s: float = 120.0,
-        wait_for_service_s: float = 600.0,
-        max_retries: int = 3,
-        backoff_s: float = 0.5,
-        max_backoff_s: float = 15.0,
-        deadline_s: float | None = None,
-        max_connections: int = 8,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        super().__init__(
-            base_url,
-            k=k,
-            score_mode=score_mode,
-            fewshot_version=fewshot_version,
-            recipe=recipe,
-            admin_token=admin_token,
-            timeout_s=timeout_s,
-            wait_for_service_s=wait_for_service_s,
-            max_retries=max_retries,
-            backoff_s=backoff_s,
-            max_backoff_s=max_backoff_s,
-            deadline_s=deadline_s,
-        )
-        self._http = httpx.Client(
-            base_url=self.base_url,
-            timeout=timeout_s,
-            transport=transport,
-            limits=httpx.Limits(max_connections=max_connections),
+    MAX_CONNECTIONS = 8
+    _http: httpx.Client
+
+    def _open(self, transport: httpx.BaseTransport | None, limits: httpx.Limits) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.base_url, timeout=self.timeout_s, transport=transport, limits=limits
         )
 
     def __enter__(self) -> RewardClient:
@@ -97,19 +66,11 @@ class RewardClient(_BaseClient):
 
     def _run(self, call: _Call[T]) -> T:
         started = time.monotonic()
-        headers = self._headers(call)
         try:
             for attempt in Retrying(**self._retrying_kwargs(call, started)):
                 with attempt:
                     try:
-                        response = self._http.request(
-                            call.method,
-                            call.path,
-                            json=call.json,
-                            params=dict(call.params),
-                            headers=headers,
-                            timeout=self._attempt_timeout(started),
-                        )
+                        response = self._http.request(**self._request(call, started))
                     except httpx.TransportError as exc:
                         raise self._transport_error(exc) from exc
                     return self._handle(call, response)
@@ -210,43 +171,14 @@ class AsyncRewardClient(_BaseClient):
     """The async client (TRL's async reward functions, veRL's reward loop). Same methods as
     ``RewardClient``, awaited; use ``async with`` or ``await aclose()``."""
 
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        k: int | None = 3,
-        score_mode: ScoreMode = "binary",
-        fewshot_version: int | None = None,
-        recipe: str | None = None,
-        admin_token: str | None = None,
-        timeout_s: float = 120.0,
-        wait_for_service_s: float = 600.0,
-        max_retries: int = 3,
-        backoff_s: float = 0.5,
-        max_backoff_s: float = 15.0,
-        deadline_s: float | None = None,
-        max_connections: int = 32,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        super().__init__(
-            base_url,
-            k=k,
-            score_mode=score_mode,
-            fewshot_version=fewshot_version,
-            recipe=recipe,
-            admin_token=admin_token,
-            timeout_s=timeout_s,
-            wait_for_service_s=wait_for_service_s,
-            max_retries=max_retries,
-            backoff_s=backoff_s,
-            max_backoff_s=max_backoff_s,
-            deadline_s=deadline_s,
-        )
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url,
-            timeout=timeout_s,
-            transport=transport,
-            limits=httpx.Limits(max_connections=max_connections),
+    MAX_CONNECTIONS = 32
+    _http: httpx.AsyncClient
+
+    def _open(
+        self, transport: httpx.AsyncBaseTransport | None, limits: httpx.Limits
+    ) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.base_url, timeout=self.timeout_s, transport=transport, limits=limits
         )
 
     async def __aenter__(self) -> AsyncRewardClient:
@@ -263,19 +195,11 @@ class AsyncRewardClient(_BaseClient):
 
     async def _run(self, call: _Call[T]) -> T:
         started = time.monotonic()
-        headers = self._headers(call)
         try:
             async for attempt in AsyncRetrying(**self._retrying_kwargs(call, started)):
                 with attempt:
                     try:
-                        response = await self._http.request(
-                            call.method,
-                            call.path,
-                            json=call.json,
-                            params=dict(call.params),
-                            headers=headers,
-                            timeout=self._attempt_timeout(started),
-                        )
+                        response = await self._http.request(**self._request(call, started))
                     except httpx.TransportError as exc:
                         raise self._transport_error(exc) from exc
                     return self._handle(call, response)
