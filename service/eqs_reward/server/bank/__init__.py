@@ -5,19 +5,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from eqs_reward.server.bank._errors import (
+    BankUnavailableError,
+    ExampleNotFoundError,
+    StaleVersionError,
+    VersionNotFoundError,
+)
 from eqs_reward.server.bank._redis import RedisBankStore
 from eqs_reward.server.bank._service import BankService, GateOutcome, candidate_version
 from eqs_reward.server.bank._sqlite import SQLiteBankStore
 from eqs_reward.server.bank._stores import (
     ACTIVE_TTL_S,
     BankStore,
-    BankUnavailableError,
     BankVersion,
-    ExampleNotFoundError,
     FewshotBank,
-    StaleVersionError,
     VersionInfo,
-    VersionNotFoundError,
     WriteResult,
 )
 from eqs_reward.server.settings import Settings

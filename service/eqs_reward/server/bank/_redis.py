@@ -9,19 +9,13 @@ from typing import Any
 import redis.exceptions
 
 from eqs_reward.judge.cases import Example, ExampleIn
-from eqs_reward.server.bank._stores import (
+from eqs_reward.server.bank._errors import (
     BankUnavailableError,
-    BankVersion,
     ExampleNotFoundError,
     StaleVersionError,
-    VersionInfo,
     VersionNotFoundError,
-    WriteResult,
-    _now,
-    _Store,
-    _unique,
-    log,
 )
+from eqs_reward.server.bank._stores import BankVersion, VersionInfo, WriteResult, _Store
 
 __all__ = ["RedisBankStore"]
 
@@ -153,7 +147,7 @@ class RedisBankStore(_Store):
                 args=[
                     self.prefix,
                     -1 if expected is None else expected,
-                    _now().isoformat(),
+                    self._now().isoformat(),
                     note,
                     mode,
                     *args,
@@ -177,7 +171,7 @@ class RedisBankStore(_Store):
         first = json.loads(await self._guard(self.redis.get(f"{self.prefix}version:1")) or "{}")
         if "ids" not in first:
             return
-        log.info("migrating the Redis few-shot bank %s to linear storage", self.prefix)
+        self.log.info("migrating the Redis few-shot bank %s to linear storage", self.prefix)
         open_member: dict[str, str] = {}
         pipe = self.redis.pipeline(transaction=True)
         for version in range(1, latest + 1):
@@ -199,7 +193,7 @@ class RedisBankStore(_Store):
     async def add(
         self, examples: list[ExampleIn], note: str = "", expected_version: int | None = None
     ) -> WriteResult:
-        new = _unique(examples)
+        new = self._unique(examples)
         args = [x for e in new for x in (e.id, e.model_dump_json())]
         result = await self._run_script(expected_version, note, "add", args)
         self._wrote()

@@ -21,15 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 from eqs_reward._jsonl import read_jsonl
 from eqs_reward.evaluation import CaseResult, evaluate, fit_threshold, json_safe
-from eqs_reward.judge.cases import Example, ExampleIn, LabeledCase, make_example
-from eqs_reward.server.bank._stores import (
-    BankStore,
-    BankVersion,
+from eqs_reward.judge.cases import Example, LabeledCase, make_example
+from eqs_reward.server.bank._errors import (
     ExampleNotFoundError,
     StaleVersionError,
     VersionNotFoundError,
-    WriteResult,
 )
+from eqs_reward.server.bank._stores import BankStore, BankVersion, WriteResult
 from eqs_reward.server.errors import (
     ConflictError,
     GateIncompleteError,
@@ -39,7 +37,7 @@ from eqs_reward.server.errors import (
 )
 from eqs_reward.server.guard import GUARD_REASONS
 from eqs_reward.server.metrics import Metrics
-from eqs_reward.server.schemas import AttackCase, ScoreRequest
+from eqs_reward.server.schemas import AddExamples, AttackCase, ScoreRequest
 from eqs_reward.server.settings import Settings
 from eqs_reward.types import DIMENSIONS, ScoreMode
 
@@ -124,27 +122,18 @@ class BankService:
         return {**stored, "fitted": True}
 
     # -- writes ---------------------------------------------------------------------------------
-    async def add(
-        self,
-        examples: list[ExampleIn],
-        *,
-        note: str = "",
-        expected_version: int | None = None,
-        dry_run: bool = False,
-        cases: list[LabeledCase] | None = None,
-        attacks: list[AttackCase] | None = None,
-        score_mode: ScoreMode = "soft",
-        force: bool = False,
-    ) -> GateOutcome:
-        """Add examples as a new version, or (``dry_run``) only compare; see the module doc."""
+    async def add(self, change: AddExamples) -> GateOutcome:
+        """Add ``change.examples`` as a new version, or (``dry_run``) only compare; see the
+        module doc."""
+        examples, note, expected_version = change.examples, change.note, change.expected_version
         limit = self.settings.fewshot_max_examples_per_add
         if len(examples) > limit:
             raise InvalidRequestError(
                 f"examples: {len(examples)} examples, over the limit of {limit} per request"
             )
         gate_on = self.settings.fewshot_gate_tolerance is not None
-        if dry_run or gate_on:
-            labeled = cases or self._gate_cases()
+        if change.dry_run or gate_on:
+            labeled = change.cases or self._gate_cases()
             if not labeled:
                 raise InvalidRequestError(
                     "cases: a dry run needs labeled cases (send 'cases' or configure "
@@ -158,11 +147,11 @@ class BankService:
                     active_version=active.version,
                 )
             candidate = candidate_version(active, [make_example(e) for e in examples])
-            attack_cases = attacks if attacks is not None else self._gate_attacks()
-            comparison = await self.compare(active, candidate, labeled, score_mode, attack_cases)
-            if dry_run:
+            attacks = change.attacks if change.attacks is not None else self._gate_attacks()
+            comparison = await self.compare(active, candidate, labeled, change.score_mode, attacks)
+            if change.dry_run:
                 return GateOutcome(comparison, None)
-            note = self._apply_gate(comparison, len(labeled), note, force)
+            note = self._apply_gate(comparison, len(labeled), note, change.force)
         try:
             result = await self.store.add(examples, note, expected_version)
         except StaleVersionError as exc:

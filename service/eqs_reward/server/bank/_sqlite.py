@@ -10,24 +10,19 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from eqs_reward.judge.cases import Example, ExampleIn
-from eqs_reward.server.bank._stores import (
-    BankVersion,
+from eqs_reward.server.bank._errors import (
     ExampleNotFoundError,
     StaleVersionError,
-    T,
-    VersionInfo,
     VersionNotFoundError,
-    WriteResult,
-    _now,
-    _Store,
-    _unique,
-    log,
 )
+from eqs_reward.server.bank._stores import BankVersion, VersionInfo, WriteResult, _Store
 
 __all__ = ["SQLiteBankStore"]
+
+T = TypeVar("T")
 
 
 _SCHEMA = """
@@ -103,7 +98,7 @@ class SQLiteBankStore(_Store):
         columns = {row[1] for row in conn.execute("PRAGMA table_info(versions)").fetchall()}
         if "example_ids" not in columns:
             return
-        log.info("migrating the few-shot bank %s to linear storage", self.path)
+        self.log.info("migrating the few-shot bank %s to linear storage", self.path)
         conn.execute("BEGIN IMMEDIATE")
         try:
             self._create_schema()
@@ -236,7 +231,7 @@ class SQLiteBankStore(_Store):
         conn.execute(
             "INSERT INTO bank_versions (version, created_at, note, example_count) "
             "VALUES (?, ?, ?, ?)",
-            (version, _now().isoformat(), note, count),
+            (version, self._now().isoformat(), note, count),
         )
         conn.execute("COMMIT")
 
@@ -301,7 +296,7 @@ class SQLiteBankStore(_Store):
     async def add(
         self, examples: list[ExampleIn], note: str = "", expected_version: int | None = None
     ) -> WriteResult:
-        result = await self._call(self._add_sync, _unique(examples), note, expected_version)
+        result = await self._call(self._add_sync, self._unique(examples), note, expected_version)
         self._wrote()
         return result
 

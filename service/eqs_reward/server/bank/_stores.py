@@ -28,26 +28,23 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from eqs_reward.judge.cases import Example, ExampleIn, make_example
+from eqs_reward.server.bank._errors import (
+    BankUnavailableError,
+)
 from eqs_reward.server.settings import Settings
 
 __all__ = [
     "ACTIVE_TTL_S",
     "BankStore",
-    "BankUnavailableError",
     "BankVersion",
-    "ExampleNotFoundError",
     "FewshotBank",
-    "StaleVersionError",
     "VersionInfo",
-    "VersionNotFoundError",
     "WriteResult",
 ]
 
-log = logging.getLogger("eqs_reward.bank")
-T = TypeVar("T")
 
 # How long a store trusts the active version it read. Writes through this process are seen at
 # once; another process's or replica's write within this time. It keeps a store round trip
@@ -89,27 +86,6 @@ class WriteResult:
     duplicates: list[str]
 
 
-class VersionNotFoundError(LookupError):
-    """The requested few-shot version does not exist."""
-
-
-class StaleVersionError(Exception):
-    """``expected_version`` is not the active version any more (someone else wrote first)."""
-
-    def __init__(self, expected: int, active: int) -> None:
-        super().__init__(f"expected_version {expected} is stale: the active version is {active}")
-        self.expected = expected
-        self.active = active
-
-
-class BankUnavailableError(RuntimeError):
-    """The store cannot be reached, or has lost its data (503)."""
-
-
-class ExampleNotFoundError(LookupError):
-    """The example is not in the active version."""
-
-
 class FewshotBank(Protocol):
     """What scoring needs from a bank: the active version and any pinned one."""
 
@@ -138,22 +114,6 @@ class BankStore(FewshotBank, Protocol):
     async def close(self) -> None: ...
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _unique(examples: Iterable[ExampleIn]) -> list[Example]:
-    out: list[Example] = []
-    seen: set[str] = set()
-    now = _now()
-    for data in examples:
-        example = make_example(data, created_at=now)
-        if example.id not in seen:
-            seen.add(example.id)
-            out.append(example)
-    return out
-
-
 _EMPTY = (
     "the few-shot bank is empty: its store lost its data (a Redis without persistence that "
     "restarted?). Restore it with 'eqs-reward bank import' from an export, then restart"
@@ -179,12 +139,31 @@ class _Store:
     A version larger than the whole bound is served but not kept (the active one is held apart).
     """
 
+    log = logging.getLogger("eqs_reward.bank")
+
     def __init__(self, cache_bytes: int | None = None) -> None:
         self.cache_bytes = _default_cache_bytes() if cache_bytes is None else cache_bytes
         self._versions: OrderedDict[int, tuple[BankVersion, int]] = OrderedDict()
         self._cached_bytes = 0
         self._active: BankVersion | None = None
         self._active_until = 0.0
+
+    @staticmethod
+    def _now() -> datetime:
+        return datetime.now(UTC)
+
+    @classmethod
+    def _unique(cls, examples: Iterable[ExampleIn]) -> list[Example]:
+        """The examples as stored (ids from their content, one creation time), each once."""
+        out: list[Example] = []
+        seen: set[str] = set()
+        now = cls._now()
+        for data in examples:
+            example = make_example(data, created_at=now)
+            if example.id not in seen:
+                seen.add(example.id)
+                out.append(example)
+        return out
 
     @property
     def cached_bytes(self) -> int:
@@ -220,7 +199,7 @@ class _Store:
         except BankUnavailableError as exc:
             if self._active is None:
                 raise
-            log.warning(
+            self.log.warning(
                 "few-shot store unavailable (%s); using version %d", exc, self._active.version
             )
             return self._active

@@ -118,16 +118,7 @@ async def add_examples(
     """Add examples as a new version (201). Examples already in the active version are not
     added twice: if nothing is new, 200 with the unchanged version (safe to retry). With
     ``dry_run``, 200 with the comparison of the active and the candidate version."""
-    outcome = await bank.add(
-        body.examples,
-        note=body.note,
-        expected_version=body.expected_version,
-        dry_run=body.dry_run,
-        cases=body.cases,
-        attacks=body.attacks,
-        score_mode=body.score_mode,
-        force=body.force,
-    )
+    outcome = await bank.add(body)
     if outcome.write is None:
         return json_response({"dry_run": True, **(outcome.comparison or {})})
     write = outcome.write
