@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.dependencies.models import Dependant
 from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel
 
 from eqs_reward.server.errors import (
     ForbiddenError,
@@ -153,7 +154,11 @@ class Admission:
 
 def _declared_query_params(dependant: Dependant) -> Iterable[str]:
     for param in dependant.query_params:
-        yield param.alias
+        model = param.field_info.annotation
+        if isinstance(model, type) and issubclass(model, BaseModel):  # a query parameter model
+            yield from (field.alias or name for name, field in model.model_fields.items())
+        else:
+            yield param.alias
     for sub in dependant.dependencies:
         yield from _declared_query_params(sub)
 

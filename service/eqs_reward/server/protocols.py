@@ -12,23 +12,23 @@ from typing import Any
 
 from eqs_reward._trainer_inputs import context_from, prompt_text, split_response
 from eqs_reward.rewards import apply_policy
-from eqs_reward.server.schemas import GetRewardRequest, ScoreRequest
+from eqs_reward.server.schemas import (
+    SLIME_DEADLINE_S,
+    SLIME_GROUP_WAIT_S,
+    GetRewardQuery,
+    GetRewardRequest,
+    ScoreRequest,
+    TrainerQuery,
+)
 from eqs_reward.server.settings import Settings
 from eqs_reward.types import DIMENSIONS, ScoreResponse
 
 __all__ = [
-    "SLIME_DEADLINE_S",
-    "SLIME_GROUP_WAIT_S",
     "openrlhf_answer",
     "openrlhf_request",
     "slime_answer",
     "slime_request",
 ]
-
-#: slime's route answers within this, and a failed sample waits this long for its siblings:
-#: both well under slime's own timeout, so slime never retries a request still being worked on.
-SLIME_DEADLINE_S = 25.0
-SLIME_GROUP_WAIT_S = 20.0
 
 
 def _readable(text: str) -> str:
@@ -37,13 +37,7 @@ def _readable(text: str) -> str:
 
 
 def openrlhf_request(
-    body: GetRewardRequest,
-    *,
-    fewshot_version: int | None,
-    end_tokens: str | None,
-    recipe: str | None,
-    group_size: int | None,
-    deadline_s: float | None,
+    body: GetRewardRequest, pins: GetRewardQuery
 ) -> tuple[ScoreRequest, list[str]]:
     """The scoring request of an OpenRLHF batch, and each sample's group (its prompt). The
     shopper's context comes from the sample's label (a query, or a JSON context) or else its
@@ -67,11 +61,11 @@ def openrlhf_request(
                 "k": 3,
                 "score_mode": "soft",
                 "on_failure": "null",
-                "fewshot_version": fewshot_version,
-                "end_tokens": [t for t in (end_tokens or "").split(",") if t][:16],
-                "group_size": group_size,
-                "recipe": recipe,
-                "deadline_s": deadline_s,
+                "fewshot_version": pins.fewshot_version,
+                "end_tokens": [t for t in (pins.end_tokens or "").split(",") if t][:16],
+                "group_size": pins.group_size,
+                "recipe": pins.recipe,
+                "deadline_s": pins.deadline_s,
             },
         }
     )
@@ -117,11 +111,7 @@ def slime_request(
     prompt: str | list[dict[str, Any]],
     response: str,
     label: Any,
-    *,
-    fewshot_version: int | None,
-    recipe: str | None,
-    group_size: int | None,
-    deadline_s: float | None,
+    pins: TrainerQuery,
 ) -> ScoreRequest:
     """The scoring request of one slime sample (its label, when a query or a context, is the
     shopper's; else its prompt's last user message)."""
@@ -134,11 +124,11 @@ def slime_request(
                 "k": 3,
                 "score_mode": "soft",
                 "on_failure": "null",
-                "fewshot_version": fewshot_version,
-                "recipe": recipe,
-                "group_size": group_size,
+                "fewshot_version": pins.fewshot_version,
+                "recipe": pins.recipe,
+                "group_size": pins.group_size,
                 "group_wait_s": SLIME_GROUP_WAIT_S,
-                "deadline_s": min(SLIME_DEADLINE_S, deadline_s or SLIME_DEADLINE_S),
+                "deadline_s": min(SLIME_DEADLINE_S, pins.deadline_s or SLIME_DEADLINE_S),
             },
         }
     )

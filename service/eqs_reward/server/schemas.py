@@ -9,7 +9,7 @@ refused per suggestion, never by failing the whole batch.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
@@ -24,13 +24,21 @@ __all__ = [
     "Calibrate",
     "ErrorBody",
     "ErrorDetail",
+    "GetRewardQuery",
     "GetRewardRequest",
     "GetRewardResponse",
     "RetireExample",
     "ScoreItem",
     "ScoreOptions",
     "ScoreRequest",
+    "SlimeQuery",
+    "TrainerQuery",
 ]
+
+#: slime's route answers within this, and a failed sample waits this long for its siblings:
+#: both well under slime's own timeout, so slime never retries a request still being worked on.
+SLIME_DEADLINE_S = 25.0
+SLIME_GROUP_WAIT_S = 20.0
 
 
 class ScoreItem(BaseModel):
@@ -159,6 +167,47 @@ class GetRewardRequest(BaseModel):
             if value is not None and len(value) != len(self.query):
                 raise ValueError(f"'{name}' has {len(value)} entries for {len(self.query)} queries")
         return self
+
+
+class TrainerQuery(BaseModel):
+    """The query string of the routes that speak a trainer's own protocol (``/get_reward``,
+    ``/slime``): what such a trainer pins through the URL it is given."""
+
+    fewshot_version: Annotated[int, Field(ge=1, le=MAX_INT64)] | SkipJsonSchema[None] = Field(
+        default=None, description="pin the few-shot version"
+    )
+    recipe: Annotated[str, Field(min_length=1, max_length=64)] | SkipJsonSchema[None] = Field(
+        default=None,
+        description="pin the recipe combining the reward heads (GET /v1/recipes); default: the "
+        "server's",
+    )
+    group_size: Annotated[int, Field(ge=2, le=1024)] | SkipJsonSchema[None] = Field(
+        default=None,
+        description="the trainer's samples per prompt (OpenRLHF's --rollout.n_samples_per_prompt, "
+        "slime's --n-samples-per-prompt): a failed sample then gets the mean reward of its "
+        "prompt's other samples, which the service remembers",
+    )
+    deadline_s: Annotated[float, Field(gt=0, le=3600)] | SkipJsonSchema[None] = Field(
+        default=None, description="the caller's deadline: samples not scored by then are failed"
+    )
+
+
+class GetRewardQuery(TrainerQuery):
+    """``/get_reward``'s query string: the pins, and the policy's own end tokens."""
+
+    end_tokens: Annotated[str, Field(max_length=400)] | SkipJsonSchema[None] = Field(
+        default=None,
+        description="the policy's own end or stop tokens, comma-separated, if its chat "
+        "template's are not among the common ones",
+    )
+
+
+class SlimeQuery(TrainerQuery):
+    """``/slime``'s query string: the pins, its deadline under the route's own."""
+
+    deadline_s: Annotated[float, Field(gt=0, le=SLIME_DEADLINE_S)] | SkipJsonSchema[None] = Field(
+        default=None, description=f"a deadline under the route's own {SLIME_DEADLINE_S:g} s"
+    )
 
 
 class GetRewardResponse(BaseModel):

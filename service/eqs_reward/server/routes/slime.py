@@ -6,7 +6,7 @@ given, with a 120 s total timeout and 10 retries (``slime/rollout/rm_hub/__init_
 a bare number. Pins and the group size come from the URL's query string, as on ``/get_reward``
 (``--rm-url 'http://reward:8000/slime?group_size=8&fewshot_version=3'``). A sample the judge could
 not grade gets its group's mean reward from the service's group memory (neutral under GRPO's
-group normalisation), else 0.0. The route answers within ``DEADLINE_S``, well inside slime's
+group normalisation), else 0.0. The route answers within ``SLIME_DEADLINE_S``, well inside slime's
 timeout, so slime never retries a request the service is still working on.
 """
 
@@ -17,18 +17,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
-from pydantic.json_schema import SkipJsonSchema
 
 from eqs_reward.server._http import Admission, check_limits, json_response
-from eqs_reward.server.protocols import SLIME_DEADLINE_S, slime_answer, slime_request
+from eqs_reward.server.protocols import slime_answer, slime_request
 from eqs_reward.server.routes._deps import get_admission, get_scoring
 from eqs_reward.server.routes._responses import BODY, errors
+from eqs_reward.server.schemas import SlimeQuery
 from eqs_reward.server.scoring import ScoringService
-from eqs_reward.server.settings import MAX_INT64
 
 router = APIRouter(tags=["slime"])
 
-DEADLINE_S = SLIME_DEADLINE_S
 #: The schema's bound on a prompt or response: 12 bytes a character at worst (an escaped
 #: surrogate pair), one past it still fits the body limit.
 MAX_CHARS = 50_000
@@ -60,38 +58,12 @@ class SlimeSample(BaseModel):
 )
 async def slime_reward(
     body: SlimeSample,
-    fewshot_version: Annotated[
-        Annotated[int, Field(ge=1, le=MAX_INT64)] | SkipJsonSchema[None],
-        Query(description="pin the few-shot version"),
-    ] = None,
-    recipe: Annotated[
-        Annotated[str, Field(min_length=1, max_length=64)] | SkipJsonSchema[None],
-        Query(description="pin the recipe (GET /v1/recipes); default: the server's"),
-    ] = None,
-    group_size: Annotated[
-        Annotated[int, Field(ge=2, le=1024)] | SkipJsonSchema[None],
-        Query(
-            description="slime's --n-samples-per-prompt: a failed sample then gets the mean "
-            "reward of its prompt's other samples, which the service remembers"
-        ),
-    ] = None,
-    deadline_s: Annotated[
-        Annotated[float, Field(gt=0, le=DEADLINE_S)] | SkipJsonSchema[None],
-        Query(description=f"a deadline under the route's own {DEADLINE_S:g} s"),
-    ] = None,
+    pins: Annotated[SlimeQuery, Query()],
     scoring: ScoringService = Depends(get_scoring),  # noqa: B008
     admission: Admission = Depends(get_admission),  # noqa: B008
 ) -> Response:
     """The reward of one slime sample: the set reward of its completion's suggestions."""
-    request = slime_request(
-        body.prompt,
-        body.response,
-        body.label,
-        fewshot_version=fewshot_version,
-        recipe=recipe,
-        group_size=group_size,
-        deadline_s=deadline_s,
-    )
+    request = slime_request(body.prompt, body.response, body.label, pins)
     check_limits(request, scoring.settings)
     response = await scoring.score(request, admit=admission)
     return json_response(slime_answer(response))
