@@ -73,9 +73,8 @@ def add_options(
     share, like ``--url``) is added once; ``skip`` names fields a command does not offer;
     ``defaults`` override a field's default."""
     hints = typing.get_type_hints(options)
-    known = set(parser._option_string_actions)
     for field in dataclasses.fields(options):
-        if "help" not in field.metadata or _flag(field) in known or field.name in skip:
+        if "help" not in field.metadata or field.name in skip:
             continue
         kind = hints[field.name]
         inner = [a for a in typing.get_args(kind) if a is not type(None)]
@@ -84,12 +83,15 @@ def add_options(
         default = defaults.get(field.name, field.default)
         kwargs: dict[str, Any] = {"dest": _dest(field), "help": field.metadata["help"]}
         if kind is bool:
-            parser.add_argument(_flag(field), action="store_true", **kwargs)
+            kwargs["action"] = "store_true"
         elif typing.get_origin(kind) is typing.Literal:
-            choices = list(typing.get_args(kind))
-            parser.add_argument(_flag(field), choices=choices, default=default, **kwargs)
+            kwargs.update(choices=list(typing.get_args(kind)), default=default)
         else:
-            parser.add_argument(_flag(field), type=kind, default=default, **kwargs)
+            kwargs.update(type=kind, default=default)
+        try:
+            parser.add_argument(_flag(field), **kwargs)
+        except argparse.ArgumentError:  # the flag is there already: a field two share (--url)
+            continue
 
 
 def options_from(args: argparse.Namespace, options: type, **values: Any) -> Any:

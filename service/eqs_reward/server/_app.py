@@ -130,11 +130,11 @@ async def init_app_state(app: FastAPI, stack: AsyncExitStack) -> None:
     stack.push_async_callback(scoring.pool.inflight.drain)
     active = await bank.active()
     metrics.fewshot_version.set(active.version)
-    if scoring.taught in scoring.resolve_recipe(None).computed:
+    if scoring.heads.taught in scoring.resolve_recipe(None).computed:
         # Load (or fit, about a second) the active version's taught model now, not on the first
         # request; a failure here is the head's 503 later, not a failed start.
         try:
-            await scoring.taught.head_version(active)
+            await scoring.heads.taught.head_version(active)
         except HeadUnavailableError as exc:
             log.warning("%s", exc)
     metrics.build.info(

@@ -21,7 +21,12 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-__all__ = ["AdminFirstMiddleware", "BodyLimitMiddleware", "MetricsMiddleware"]
+__all__ = [
+    "AdminFirstMiddleware",
+    "BodyLimitMiddleware",
+    "MetricsMiddleware",
+    "ResponseHeaderMiddleware",
+]
 
 
 async def _no_receive() -> Message:  # pragma: no cover - JSONResponse never reads
@@ -178,3 +183,24 @@ class MetricsMiddleware:
             template = getattr(route, "path", None) or "unmatched"
             self.metrics.http_requests.labels(template, scope["method"], str(status)).inc()
             self.metrics.http_latency.labels(template).observe(time.perf_counter() - started)
+
+
+class ResponseHeaderMiddleware:
+    """One fixed header on every HTTP answer (under Ray Serve: the replica that answered).
+    Pure ASGI, so a streamed answer stays streamed."""
+
+    def __init__(self, app: ASGIApp, name: str, value: str) -> None:
+        self.app = app
+        self.header = (name.lower().encode("latin-1"), value.encode("latin-1"))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), self.header]
+            await send(message)
+
+        await self.app(scope, receive, with_header)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from eqs_reward.server._middleware import ResponseHeaderMiddleware
 from eqs_reward.server.settings import Settings
 
 __all__ = ["REPLICA_HEADER", "build", "check_settings", "deployment"]
@@ -62,13 +63,7 @@ def _asgi_app() -> Any:
     check_settings(settings)
     app = build_app(settings)
     replica = serve.get_replica_context().replica_id.unique_id
-
-    @app.middleware("http")
-    async def name_the_replica(request: Any, call_next: Any) -> Any:
-        response = await call_next(request)
-        response.headers[REPLICA_HEADER] = replica
-        return response
-
+    app.add_middleware(ResponseHeaderMiddleware, name=REPLICA_HEADER, value=replica)
     return app
 
 

@@ -94,8 +94,6 @@ class ScoringService:
                 f"(known: {sorted(self.recipes)})"
             )
         self.heads = Heads(settings, prompt, bank, metrics, embedder, catalog)
-        self.taught = self.heads.taught
-        self.clicks = self.heads.clicks
         self.plans = {name: self.heads.plan(recipe) for name, recipe in self.recipes.items()}
 
     def resolve_recipe(self, name: str | None) -> Plan:

@@ -216,7 +216,7 @@ class BankService:
             try:
                 version = await self.store.active()
                 if version.version == result.version:
-                    await self.scoring.taught.head_version(version)
+                    await self.scoring.heads.taught.head_version(version)
             except Exception as exc:  # the embedder down, say: the head retries on first use
                 log.warning("taught model of version %d not fitted now: %r", result.version, exc)
 
