@@ -38,7 +38,7 @@ ALLOWED = {
     "catalog": {"eqs_reward._jsonl"},
     "clicks": {"eqs_reward._jsonl"},
     "judge": {"eqs_reward.types", "eqs_reward.rewards", "eqs_reward._jsonl", "eqs_reward._toml"},
-    "types": set(),
+    "types": {"eqs_reward._jsonl"},
     "rewards": {"eqs_reward.types"},
     # The offline tools reach a running service through the client; in process they use only
     # the public modules that define what they measure (the heads, recipes and bank versions,

@@ -1,4 +1,5 @@
-"""JSON Lines, read and written in one place: every reader names the file and line of a bad row."""
+"""JSON Lines, read and written in one place: every reader names the file and line of a bad row;
+and a plain record's JSON object (``record``)."""
 
 from __future__ import annotations
 
@@ -40,3 +41,9 @@ def write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
     with path.open("w", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def record(obj: Any) -> dict[str, Any]:
+    """A slotted dataclass's fields by name, in declaration order, values as they are (nothing
+    copied or converted): the JSON object of a plain record (a score, a catalog row)."""
+    return {name: getattr(obj, name) for name in obj.__slots__}

@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast, get_args
 
+from eqs_reward._jsonl import record
+
 __all__ = [
     "DIMENSIONS",
     "FAILURE_POLICIES",
@@ -86,17 +88,7 @@ class SuggestionScore:
         return value
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "text": self.text,
-            "status": self.status,
-            "cached": self.cached,
-            "answerability": self.answerability,
-            "factuality": self.factuality,
-            "information_gain": self.information_gain,
-            "reward": self.reward,
-            "reason": self.reason,
-            "signals": self.signals,
-        }
+        return record(self)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> SuggestionScore:
@@ -205,13 +197,7 @@ class ScoreMeta:
     recipe: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "judge_model": self.judge_model,
-            "prompt_version": self.prompt_version,
-            "fewshot_version": self.fewshot_version,
-            "score_mode": self.score_mode,
-            "recipe": self.recipe,
-        }
+        return record(self)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> ScoreMeta:

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from eqs_reward._jsonl import record
 from eqs_reward.catalog._products import Product, catalog_digest
 from eqs_reward.catalog._text import terms
 
@@ -43,12 +44,7 @@ class CatalogInfo:
         return f"catalog-{self.version}-{self.digest}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "version": self.version,
-            "digest": self.digest,
-            "count": self.count,
-            "loaded_at": self.loaded_at,
-        }
+        return record(self)
 
 
 class CatalogBackend(Protocol):
@@ -273,15 +269,20 @@ class PostgresCatalog:
                 await self._conn.execute(_PG_SCHEMA)
         return self._conn
 
-    async def active(self) -> CatalogInfo | None:
+    async def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        """The rows of one read, on the connection this backend holds (one query at a time)."""
         async with self._lock:
             conn = await self._connection()
-            cursor = await conn.execute(
-                "SELECT version, digest, count, loaded_at FROM eqs_catalog_versions "
-                "ORDER BY version DESC LIMIT 1"
-            )
-            row = await cursor.fetchone()
-        return None if row is None else CatalogInfo(*row)
+            cursor = await conn.execute(sql, args)
+            rows: list[Any] = await cursor.fetchall()
+        return rows
+
+    async def active(self) -> CatalogInfo | None:
+        rows = await self._rows(
+            "SELECT version, digest, count, loaded_at FROM eqs_catalog_versions "
+            "ORDER BY version DESC LIMIT 1"
+        )
+        return CatalogInfo(*rows[0]) if rows else None
 
     async def load(self, products: Sequence[Product]) -> CatalogInfo:
         digest = catalog_digest(products)
@@ -312,56 +313,40 @@ class PostgresCatalog:
             return []
         # Terms are letters and digits only (the tokenizer's), quoted for to_tsquery anyway.
         query = " | ".join("'" + w.replace("'", "''") + "'" for w in words)
-        async with self._lock:
-            conn = await self._connection()
-            cursor = await conn.execute(
-                "SELECT id, title, brand, category, price, currency, attributes "
-                "FROM eqs_catalog_products, to_tsquery('simple', %s) q "
-                f"WHERE {_ACTIVE} AND doc @@ q "
-                "ORDER BY ts_rank(doc, q) DESC, id LIMIT %s",
-                (query, limit),
-            )
-            rows = await cursor.fetchall()
+        rows = await self._rows(
+            "SELECT id, title, brand, category, price, currency, attributes "
+            "FROM eqs_catalog_products, to_tsquery('simple', %s) q "
+            f"WHERE {_ACTIVE} AND doc @@ q "
+            "ORDER BY ts_rank(doc, q) DESC, id LIMIT %s",
+            (query, limit),
+        )
         return [_product(r) for r in rows]
 
     async def has_phrase(self, words: Sequence[str]) -> bool:
         if not words:
             return False
         query = " <-> ".join("'" + w.replace("'", "''") + "'" for w in words)
-        async with self._lock:
-            conn = await self._connection()
-            cursor = await conn.execute(
-                "SELECT 1 FROM eqs_catalog_products "
-                f"WHERE {_ACTIVE} "
-                "AND doc @@ to_tsquery('simple', %s) LIMIT 1",
-                (query,),
-            )
-            return await cursor.fetchone() is not None
+        rows = await self._rows(
+            f"SELECT 1 FROM eqs_catalog_products WHERE {_ACTIVE} "
+            "AND doc @@ to_tsquery('simple', %s) LIMIT 1",
+            (query,),
+        )
+        return bool(rows)
 
     async def get(self, ids: Sequence[str]) -> list[Product]:
         if not ids:
             return []
-        async with self._lock:
-            conn = await self._connection()
-            cursor = await conn.execute(
-                "SELECT id, title, brand, category, price, currency, attributes "
-                "FROM eqs_catalog_products "
-                f"WHERE {_ACTIVE} "
-                "AND id = ANY(%s)",
-                (list(ids),),
-            )
-            rows = await cursor.fetchall()
+        rows = await self._rows(
+            "SELECT id, title, brand, category, price, currency, attributes "
+            f"FROM eqs_catalog_products WHERE {_ACTIVE} AND id = ANY(%s)",
+            (list(ids),),
+        )
         return [_product(r) for r in rows]
 
     async def brands(self) -> list[str]:
-        async with self._lock:
-            conn = await self._connection()
-            cursor = await conn.execute(
-                "SELECT DISTINCT brand FROM eqs_catalog_products "
-                f"WHERE {_ACTIVE} "
-                "AND brand IS NOT NULL"
-            )
-            rows = await cursor.fetchall()
+        rows = await self._rows(
+            f"SELECT DISTINCT brand FROM eqs_catalog_products WHERE {_ACTIVE} AND brand IS NOT NULL"
+        )
         return [r[0] for r in rows]
 
     async def close(self) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eqs_reward._jsonl import JsonlError, iter_jsonl
+from eqs_reward._jsonl import JsonlError, iter_jsonl, record
 
 __all__ = ["CatalogError", "Product", "RowError", "catalog_digest", "read_products"]
 
@@ -62,15 +62,7 @@ class Product:
         return " ".join(p for p in parts if p)
 
     def to_row(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "title": self.title,
-            "brand": self.brand,
-            "category": self.category,
-            "price": self.price,
-            "currency": self.currency,
-            "attributes": self.attributes,
-        }
+        return record(self)
 
 
 def _text(value: Any, name: str, row: int, errors: list[RowError], *, required: bool) -> str | None:
