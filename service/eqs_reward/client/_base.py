@@ -3,11 +3,12 @@ policy (``_BaseClient``); the clients themselves are in ``_client``."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -318,9 +319,15 @@ class _BaseClient:
         raise rejected(status, type_, message, body)
 
     @staticmethod
-    def _transport_error(exc: httpx.TransportError) -> _Retry:
-        sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
-        return _Retry(f"{type(exc).__name__}: {exc}", sent=sent)
+    @contextlib.contextmanager
+    def _transport_errors() -> Iterator[None]:
+        """A transport failure becomes an attempt worth repeating (``sent`` False when the
+        connection never opened, so the service cannot have acted)."""
+        try:
+            yield
+        except httpx.TransportError as exc:
+            sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+            raise _Retry(f"{type(exc).__name__}: {exc}", sent=sent) from exc
 
     def _attempt_timeout(self, started: float) -> float:
         if self.deadline_s is None:
@@ -382,6 +389,14 @@ class _BaseClient:
             "before_sleep": before_sleep,
             "reraise": True,
         }
+
+    @contextlib.contextmanager
+    def _giving_up(self, started: float) -> Iterator[None]:
+        """The last attempt's failure, once the retries are over, as the error callers see."""
+        try:
+            yield
+        except _Retry as exc:
+            raise self._gave_up(exc, started) from exc
 
     def _gave_up(self, error: _Retry, started: float) -> RewardServiceError:
         elapsed = time.monotonic() - started

@@ -32,7 +32,6 @@ from eqs_reward.client._base import (
     T,
     _BaseClient,
     _Call,
-    _Retry,
     as_context,
     completion_items,
 )
@@ -66,16 +65,10 @@ class RewardClient(_BaseClient):
 
     def _run(self, call: _Call[T]) -> T:
         started = time.monotonic()
-        try:
+        with self._giving_up(started):
             for attempt in Retrying(**self._retrying_kwargs(call, started)):
-                with attempt:
-                    try:
-                        response = self._http.request(**self._request(call, started))
-                    except httpx.TransportError as exc:
-                        raise self._transport_error(exc) from exc
-                    return self._handle(call, response)
-        except _Retry as exc:
-            raise self._gave_up(exc, started) from exc
+                with attempt, self._transport_errors():
+                    return self._handle(call, self._http.request(**self._request(call, started)))
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
     # -- scoring -------------------------------------------------------------------------------
@@ -195,16 +188,12 @@ class AsyncRewardClient(_BaseClient):
 
     async def _run(self, call: _Call[T]) -> T:
         started = time.monotonic()
-        try:
+        with self._giving_up(started):
             async for attempt in AsyncRetrying(**self._retrying_kwargs(call, started)):
-                with attempt:
-                    try:
-                        response = await self._http.request(**self._request(call, started))
-                    except httpx.TransportError as exc:
-                        raise self._transport_error(exc) from exc
-                    return self._handle(call, response)
-        except _Retry as exc:
-            raise self._gave_up(exc, started) from exc
+                with attempt, self._transport_errors():
+                    return self._handle(
+                        call, await self._http.request(**self._request(call, started))
+                    )
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
     async def score(self, items: list[dict[str, Any]], **options: Any) -> ScoreResponse:

@@ -19,6 +19,7 @@ it in Redis, shared by all of them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -32,6 +33,9 @@ from typing import Any
 __all__ = ["GroupFill", "GroupMemory", "RedisGroupMemory"]
 
 log = logging.getLogger("eqs_reward.groups")
+
+#: Outcomes' rewards, None for a failed sample.
+Rewards = list[float | None]
 
 #: Siblings recorded up to this long before a failed sample's request began still count. The
 #: samples of one group are sent together (their requests start within a second or two), so a
@@ -92,13 +96,31 @@ class _Memory:
     async def _record_all(self, keys: Sequence[str], rewards: Sequence[float | None]) -> list[Any]:
         raise NotImplementedError
 
+    async def _siblings(
+        self, key: str, token: Any, since: float, wanted: int
+    ) -> list[float | None]:
+        """Up to ``wanted`` outcomes of other samples recorded after ``since``, the nearest in
+        time to the sample's own."""
+        raise NotImplementedError
+
+    async def _wait(self, key: str, remaining: float) -> bool:
+        """Wait (at most ``remaining`` seconds) for more outcomes under ``key``; False when none
+        can come."""
+        raise NotImplementedError
+
     async def fill(
         self, key: str, token: Any, group_size: int, since: float, wait_s: float
     ) -> GroupFill:
         """The failed sample ``token``'s group fill: wait (at most ``wait_s``) for the outcomes
         of ``group_size - 1`` siblings recorded after ``since - LOOKBACK_S`` (``since`` on the
         memory's clock)."""
-        raise NotImplementedError
+        wanted = max(0, group_size - 1)
+        deadline = time.monotonic() + wait_s
+        while True:
+            others = await self._siblings(key, token, since - LOOKBACK_S, wanted)
+            remaining = deadline - time.monotonic()
+            if len(others) >= wanted or remaining <= 0 or not await self._wait(key, remaining):
+                return _fill_of(others)
 
     async def fill_failed(
         self,
@@ -162,30 +184,22 @@ class GroupMemory(_Memory):
     async def _record_all(self, keys: Sequence[str], rewards: Sequence[float | None]) -> list[Any]:
         return [self.record(key, reward) for key, reward in zip(keys, rewards, strict=True)]
 
-    def _siblings(self, key: str, token: int, since: float, wanted: int) -> list[float | None]:
-        """Up to ``wanted`` outcomes of other samples recorded after ``since``, the nearest in
-        time to the sample's own."""
+    async def _siblings(
+        self, key: str, token: Any, since: float, wanted: int
+    ) -> list[float | None]:
         entry = self._keys.get(key)
         if entry is None:
             return []
         return _nearest(entry.outcomes, token, since, time.monotonic(), self.ttl_s, wanted)
 
-    async def fill(
-        self, key: str, token: Any, group_size: int, since: float, wait_s: float
-    ) -> GroupFill:
-        wanted = max(0, group_size - 1)
-        deadline = time.monotonic() + wait_s
-        while True:
-            others = self._siblings(key, token, since - LOOKBACK_S, wanted)
-            remaining = deadline - time.monotonic()
-            if len(others) >= wanted or remaining <= 0 or key not in self._keys:
-                break
-            try:
-                async with asyncio.timeout(remaining):
-                    await self._keys[key].changed.wait()
-            except TimeoutError:
-                pass
-        return _fill_of(others)
+    async def _wait(self, key: str, remaining: float) -> bool:
+        entry = self._keys.get(key)
+        if entry is None:  # dropped (LRU): nothing more will be recorded where we look
+            return False
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(remaining):
+                await entry.changed.wait()
+        return True
 
 
 class RedisGroupMemory(_Memory):
@@ -220,19 +234,11 @@ class RedisGroupMemory(_Memory):
         return tokens
 
     async def _siblings(
-        self, key: str, token: str, since: float, wanted: int
+        self, key: str, token: Any, since: float, wanted: int
     ) -> list[float | None]:
         rows = [json.loads(raw) for raw in await self.redis.lrange(self.prefix + key, 0, -1)]
         return _nearest(rows, token, since, time.time(), self.ttl_s, wanted)
 
-    async def fill(
-        self, key: str, token: Any, group_size: int, since: float, wait_s: float
-    ) -> GroupFill:
-        wanted = max(0, group_size - 1)
-        deadline = time.monotonic() + wait_s
-        while True:
-            others = await self._siblings(key, token, since - LOOKBACK_S, wanted)
-            if len(others) >= wanted or time.monotonic() >= deadline:
-                break
-            await asyncio.sleep(min(self.POLL_S, max(0.0, deadline - time.monotonic())))
-        return _fill_of(others)
+    async def _wait(self, key: str, remaining: float) -> bool:
+        await asyncio.sleep(min(self.POLL_S, remaining))  # other replicas write: poll
+        return True
