@@ -102,7 +102,7 @@ def test_the_head_serves_the_model_through_the_api(
     monkeypatch.setenv("EQS_REWARD_DATA_DIR", str(tmp_path))  # the app's data_dir (make_client)
     assert main(["clicks", "fit", "--demo"]) == 0
     assert "stored as click model version 1" in capsys.readouterr().out
-    client.app.state.scoring.heads.clicks._checked = 0.0  # type: ignore[attr-defined]
+    client.app.state.scoring.heads.clicks._model.expire()  # type: ignore[attr-defined]
     response = client.post("/v1/score", json=body)
     assert response.status_code == 200, response.text
     data = response.json()

@@ -98,7 +98,7 @@ async def test_a_new_catalog_version_changes_the_heads_version_and_its_cache(
     )
     path_rows = [read_products_row(r) for r in rows]
     await catalog.load(path_rows)
-    head._checked = 0.0  # as after the 5 s re-read
+    head._info.expire()  # as after the 5 s re-read
     assert await head.head_version() != first
     (after,) = await signals(head, "Any Netgear Wi-Fi 6 routers under $100?")
     assert before["budget"] == 0.0 < after["budget"]
@@ -146,7 +146,7 @@ def test_the_grounded_recipe_through_the_api(tmp_path: Path, postgres_url: str) 
 
         asyncio.run(load())
         for head in client.app.state.scoring.heads._retrieval.values():  # type: ignore[attr-defined]
-            head._checked = 0.0  # as after the 5 s re-read
+            head._info.expire()  # as after the 5 s re-read
         response = client.post("/v1/score", json=body)
         assert response.status_code == 200, response.text
         data = response.json()

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from eqs_reward.judge.cases import Context
 
-__all__ = ["ComputedHead", "HeadScores", "HeadUnavailableError"]
+__all__ = ["ComputedHead", "HeadScores", "HeadUnavailableError", "Reread"]
+
+T = TypeVar("T")
 
 #: Per item: per-suggestion signals and set signals.
 HeadScores = list[tuple[list[dict[str, float]], dict[str, float]]]
@@ -28,3 +32,25 @@ class ComputedHead(Protocol):
         ...
 
     async def score(self, items: Sequence[tuple[Context, Sequence[str]]]) -> HeadScores: ...
+
+
+class Reread(Generic[T]):
+    """What a head serves that another process may change (a fitted click model, a loaded
+    catalog): kept, and read again while there is none or once it is ``PERIOD_S`` old, so a
+    change shows without a restart and without a read per request."""
+
+    PERIOD_S = 5.0
+
+    def __init__(self) -> None:
+        self.value: T | None = None
+        self._read_at = -math.inf
+
+    def due(self) -> bool:
+        return self.value is None or time.monotonic() - self._read_at > self.PERIOD_S
+
+    def set(self, value: T | None) -> None:
+        self.value, self._read_at = value, time.monotonic()
+
+    def expire(self) -> None:
+        """Read again on the next use (as once ``PERIOD_S`` has passed)."""
+        self._read_at = -math.inf

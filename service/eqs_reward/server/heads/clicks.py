@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from eqs_reward.clicks import ClickModel, ClickStore, Impression, any_click
 from eqs_reward.judge.cases import Context
-from eqs_reward.server.heads._base import HeadUnavailableError
+from eqs_reward.server.heads._base import HeadUnavailableError, Reread
 
 __all__ = ["ClickModelUnavailableError", "ClicksHead"]
 
@@ -27,20 +26,18 @@ class ClicksHead:
 
     def __init__(self, folder: Path) -> None:
         self.store = ClickStore(folder)
-        self._model: ClickModel | None = None
-        self._checked = 0.0
+        self._model: Reread[ClickModel] = Reread()
 
     def model(self) -> ClickModel:
-        if self._model is None or time.monotonic() - self._checked > 5.0:
-            versions = self.store.versions()
-            if versions and (self._model is None or self._model.version != versions[-1]):
-                self._model = self.store.latest()
-            self._checked = time.monotonic()
-        if self._model is None:
+        if self._model.due():
+            versions, current = self.store.versions(), self._model.value
+            fitted = versions and (current is None or current.version != versions[-1])
+            self._model.set(self.store.latest() if fitted else current)
+        if self._model.value is None:
             raise ClickModelUnavailableError(
                 "no click model is fitted: run 'eqs-reward clicks fit LOGS.jsonl'"
             )
-        return self._model
+        return self._model.value
 
     async def head_version(self) -> str:
         return f"clicks-v{self.model().version}"

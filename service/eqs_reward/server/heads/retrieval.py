@@ -25,7 +25,6 @@ Searches are cached per catalog version: a new catalog load changes every key.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -38,7 +37,7 @@ from eqs_reward.catalog import (
     terms,
 )
 from eqs_reward.judge.cases import Context
-from eqs_reward.server.heads._base import HeadUnavailableError
+from eqs_reward.server.heads._base import HeadUnavailableError, Reread
 
 __all__ = ["CatalogUnavailableError", "RetrievalHead"]
 
@@ -69,8 +68,7 @@ class RetrievalHead:
         self.depth = depth
         self._cache: OrderedDict[tuple[str, tuple[str, ...]], list[Product]] = OrderedDict()
         self._cache_size = cache_size
-        self._info: CatalogInfo | None = None
-        self._checked = 0.0
+        self._info: Reread[CatalogInfo] = Reread()
         self._brands: tuple[str, list[tuple[str, ...]]] | None = None
         self._lock = asyncio.Lock()
 
@@ -84,16 +82,15 @@ class RetrievalHead:
 
     async def info(self) -> CatalogInfo:
         """The active catalog, re-read every few seconds (a load by another process shows)."""
-        if self._info is None or time.monotonic() - self._checked > 5.0:
+        if self._info.due():
             async with self._lock:
-                if self._info is None or time.monotonic() - self._checked > 5.0:
-                    self._info = await self._backend.active()
-                    self._checked = time.monotonic()
-        if self._info is None:
+                if self._info.due():
+                    self._info.set(await self._backend.active())
+        if self._info.value is None:
             raise CatalogUnavailableError(
                 "no catalog is loaded: run 'eqs-reward catalog load FILE' (JSONL, CSV or Parquet)"
             )
-        return self._info
+        return self._info.value
 
     async def head_version(self) -> str:
         return f"retrieval-v1/{(await self.info()).key}/depth={self.depth}"
