@@ -11,8 +11,9 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -255,15 +256,7 @@ def run(
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EQS_REWARD_", "VIRTUAL_ENV"))}
     env["PYTHONNOUSERSITE"] = "1"
     env.update(extra_env or {})
-    return subprocess.run(
-        [str(a) for a in argv],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return captured([str(a) for a in argv], cwd=cwd, env=env, timeout=timeout)
 
 
 def venv(folder: Path, *requirements: str | Path) -> Path:
@@ -297,14 +290,25 @@ def dashboard_and_alert_expressions() -> list[str]:
 
 
 def cli(
-    *argv: str | Path, timeout: float, env: dict[str, str] | None = None
+    *argv: str | Path, timeout: float, env: dict[str, str] | None = None, **flags: object
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m eqs_reward.cli *argv`` in a child process; its output captured as text."""
-    return subprocess.run(
-        [sys.executable, "-m", "eqs_reward.cli", *map(str, argv)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    """``python -m eqs_reward.cli *argv --flag value ...`` in a child process (each keyword a
+    flag: ``batch_size=2`` is ``--batch-size 2``); its output captured as text."""
+    options = [f"--{name.replace('_', '-')}={value}" for name, value in flags.items()]
+    command = [sys.executable, "-m", "eqs_reward.cli", *map(str, argv), *options]
+    return captured(command, env=env, timeout=timeout)
+
+
+def captured(argv: list[str], **options: Any) -> subprocess.CompletedProcess[str]:
+    """A child process run to its end (``options`` as ``subprocess.run``'s), its output
+    captured as text; the caller checks the exit status."""
+    return subprocess.run(argv, capture_output=True, text=True, check=False, **options)
+
+
+def started_threads(target: Callable[[int], None], n: int) -> list[threading.Thread]:
+    """``n`` threads running ``target(0)`` ... ``target(n - 1)``, started (the load of a test
+    that kills something under it)."""
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    return threads

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests._helpers import service_process, wait_http
+from tests._helpers import service_process, started_threads, wait_http
 
 TOKEN = "crash-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -60,9 +60,7 @@ def test_sigkill_loses_no_acknowledged_add(
 
     try:
         wait_http(service.url + "/health", 60)
-        threads = [threading.Thread(target=writer, args=(i,)) for i in range(8)]
-        for thread in threads:
-            thread.start()
+        threads = started_threads(writer, 8)
         deadline = time.monotonic() + 20
         while len(acks) < 40 and time.monotonic() < deadline:
             time.sleep(0.01)

@@ -22,6 +22,7 @@ from tests._helpers import (
     metric,
     score_body,
     service_process,
+    started_threads,
     stub_judge_process,
     wait_http,
 )
@@ -135,9 +136,7 @@ def test_redis_killed_mid_load_fails_no_request_and_is_used_again(
 
     try:
         wait_http(service.url + "/ready", 60)
-        threads = [threading.Thread(target=load, args=(i,)) for i in range(4)]
-        for thread in threads:
-            thread.start()
+        threads = started_threads(load, 4)
         time.sleep(1.0)
         own_redis.kill()
         during = len(statuses)

@@ -102,14 +102,10 @@ def test_eval_on_the_dev_cases_with_the_real_judge(embedded: ServerProcess, tmp_
     cases = JUDGE_CASES / "dev.jsonl"
     run = cli(
         "eval",
-        "--url",
-        embedded.url,
-        "--cases",
-        str(cases),
-        "--recipe",
-        "qualeqs-blend",
-        "--out",
-        str(tmp_path),
+        url=embedded.url,
+        cases=str(cases),
+        recipe="qualeqs-blend",
+        out=str(tmp_path),
         timeout=900,
     )
     assert run.returncode == 0, run.stderr[-3000:]
