@@ -117,33 +117,21 @@ def test_grpo_training_and_mining_use_the_service(embedded: ServerProcess, tmp_p
     assert (tmp_path / "mine" / "u_q_hist.png").stat().st_size > 5_000
 
 
+#: Algorithm 1 at its smallest: two rounds of one GRPO step on two prompts, a warm start on four
+#: queries, each stage measured on two held-out queries.
+TINY_ITERATION = {"rounds": 2, "steps": 1, "batch_size": 2, "group_size": 2,
+                  "max_completion_length": 32, "prompts": 2, "limit": 2, "k": 3, "top": 1,
+                  "held_out": 2, "eval_samples": 1, "warm_queries": 4, "warm_samples": 2,
+                  "warm_epochs": 1, "threshold_sft": 0, "warm_min_pairs": 1}  # fmt: skip
+
+
 def test_algorithm_1_on_the_real_judge(embedded: ServerProcess, tmp_path: Path) -> None:
     """Algorithm 1 end to end on the real judge, tiny: warm-start pairs sampled and selected
     through the service, SFT, then two rounds that each train (from the previous policy, on the
     queries plus the previous hard subset) and mine, with the paper's metrics after each stage."""
     env = {**os.environ, "EQS_REWARD_MODEL_CACHE_DIR": str(models_dir())}
     run = cli(
-        "iterate",
-        url=embedded.url,
-        rounds=2,
-        steps=1,
-        batch_size=2,
-        group_size=2,
-        max_completion_length=32,
-        prompts=2,
-        limit=2,
-        k=3,
-        top=1,
-        held_out=2,
-        eval_samples=1,
-        warm_queries=4,
-        warm_samples=2,
-        warm_epochs=1,
-        threshold_sft=0,
-        warm_min_pairs=1,
-        out=str(tmp_path),
-        env=env,
-        timeout=1500,
+        "iterate", url=embedded.url, out=str(tmp_path), env=env, timeout=1500, **TINY_ITERATION
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
     history = json.loads((tmp_path / "rounds.json").read_text())

@@ -160,6 +160,7 @@ def iterate(
     version = resolve_fewshot_version(base.url, base.fewshot_version)
     recipe, _ = resolve_recipe(base.url, base.recipe)
     base = replace(base, fewshot_version=version, recipe=recipe)
+    mine_options = replace(mine_options, fewshot_version=version, recipe=recipe)  # pinned too
     _, held = split_queries(base.prompts, held_out, base.seed)
     progress = _Progress(1 + (2 if warm else 0) + rounds * 3)
     meta: dict[str, Any] = {
@@ -206,28 +207,13 @@ def iterate(
     for number in range(1, rounds + 1):
         folder = out / f"round-{number}"
         progress.stage(f"round {number}: GRPO")
-        trained = train(
-            replace(
-                base,
-                out=folder / "train",
-                model=model,
-                extra_contexts=hard,
-                save_model=True,
-            )
-        )
+        rl = replace(base, out=folder / "train", model=model, extra_contexts=hard, save_model=True)
+        trained = train(rl)
         model = folder / "train" / "model"
         grpo = _training_numbers(folder / "train" / "rewards.csv")
         evaluate(f"GRPO round {number}", model, grpo)
         progress.stage(f"round {number}: mine hard queries")
-        mined = mine(
-            replace(
-                mine_options,
-                out=folder / "mine",
-                model=model,
-                fewshot_version=version,
-                recipe=recipe,
-            )
-        )
+        mined = mine(replace(mine_options, out=folder / "mine", model=model))
         hard = Path(mined["hard_file"])
         history.append({"round": number, "train": trained, "mine": mined})
         (out / "rounds.json").write_text(json.dumps(history, indent=2))
