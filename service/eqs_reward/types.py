@@ -66,8 +66,17 @@ def _signals(raw: Any) -> dict[str, float | None] | None:
     return None if raw is None else {str(k): _float(v) for k, v in raw.items()}
 
 
+class _Record:
+    """A plain record: its JSON object is its fields (``to_dict``)."""
+
+    __slots__ = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return record(self)
+
+
 @dataclass(frozen=True, slots=True)
-class SuggestionScore:
+class SuggestionScore(_Record):
     """One suggestion's scores. Dimensions and reward are null when the judge failed (or 0 with
     ``on_failure: "zero"``); a ``rejected`` suggestion has reward 0 and a ``reason``."""
 
@@ -86,9 +95,6 @@ class SuggestionScore:
     def dimension(self, name: str) -> float | None:
         value: float | None = getattr(self, name)
         return value
-
-    def to_dict(self) -> dict[str, Any]:
-        return record(self)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> SuggestionScore:
@@ -185,7 +191,7 @@ class ItemResult:
 
 
 @dataclass(frozen=True, slots=True)
-class ScoreMeta:
+class ScoreMeta(_Record):
     """What the scores were computed with: pin these to reproduce them."""
 
     judge_model: str
@@ -195,9 +201,6 @@ class ScoreMeta:
     #: The recipe the rewards were combined with, ``{"id": "qualeqs", "version": 1}`` (None only
     #: from a server older than recipes).
     recipe: dict[str, Any] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return record(self)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> ScoreMeta:

@@ -41,9 +41,16 @@ class Reread(Generic[T]):
 
     PERIOD_S = 5.0
 
-    def __init__(self) -> None:
+    def __init__(self, missing: type[HeadUnavailableError], fix: str) -> None:
         self.value: T | None = None
+        self.missing, self.fix = missing, fix
         self._read_at = -math.inf
+
+    def current(self) -> T:
+        """The value read; if there is none, ``missing`` saying how to provide one."""
+        if self.value is None:
+            raise self.missing(self.fix)
+        return self.value
 
     def due(self) -> bool:
         return self.value is None or time.monotonic() - self._read_at > self.PERIOD_S

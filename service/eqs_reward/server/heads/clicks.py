@@ -26,18 +26,17 @@ class ClicksHead:
 
     def __init__(self, folder: Path) -> None:
         self.store = ClickStore(folder)
-        self._model: Reread[ClickModel] = Reread()
+        self._model: Reread[ClickModel] = Reread(
+            ClickModelUnavailableError,
+            "no click model is fitted: run 'eqs-reward clicks fit LOGS.jsonl'",
+        )
 
     def model(self) -> ClickModel:
         if self._model.due():
             versions, current = self.store.versions(), self._model.value
             fitted = versions and (current is None or current.version != versions[-1])
             self._model.set(self.store.latest() if fitted else current)
-        if self._model.value is None:
-            raise ClickModelUnavailableError(
-                "no click model is fitted: run 'eqs-reward clicks fit LOGS.jsonl'"
-            )
-        return self._model.value
+        return self._model.current()
 
     async def head_version(self) -> str:
         return f"clicks-v{self.model().version}"

@@ -68,7 +68,10 @@ class RetrievalHead:
         self.depth = depth
         self._cache: OrderedDict[tuple[str, tuple[str, ...]], list[Product]] = OrderedDict()
         self._cache_size = cache_size
-        self._info: Reread[CatalogInfo] = Reread()
+        self._info: Reread[CatalogInfo] = Reread(
+            CatalogUnavailableError,
+            "no catalog is loaded: run 'eqs-reward catalog load FILE' (JSONL, CSV or Parquet)",
+        )
         self._brands: tuple[str, list[tuple[str, ...]]] | None = None
         self._lock = asyncio.Lock()
 
@@ -86,11 +89,7 @@ class RetrievalHead:
             async with self._lock:
                 if self._info.due():
                     self._info.set(await self._backend.active())
-        if self._info.value is None:
-            raise CatalogUnavailableError(
-                "no catalog is loaded: run 'eqs-reward catalog load FILE' (JSONL, CSV or Parquet)"
-            )
-        return self._info.value
+        return self._info.current()
 
     async def head_version(self) -> str:
         return f"retrieval-v1/{(await self.info()).key}/depth={self.depth}"
