@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 
 import httpx
@@ -141,39 +142,33 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+@dataclass(eq=False)
 class EmbeddedJudge:
-    """A supervised vLLM child process serving the embedded judge."""
+    """A supervised vLLM child process serving the embedded judge: its model prepared in
+    ``models_dir``, its state under ``data_dir``, restarted (backing off up to
+    ``restart_backoff_max_s``) whenever it dies; ``on_restart`` counts the restarts."""
 
-    def __init__(
-        self,
-        data_dir: Path,
-        served_name: str,
-        port: int,
-        *,
-        kvcache_gib: int = 2,
-        max_model_len: int = 4096,
-        start_timeout_s: float = 600.0,
-        restart_backoff_max_s: float = 30.0,
-        on_restart: Callable[[], None] | None = None,
-        models_dir: Path | None = None,
-    ) -> None:
-        self.data_dir = data_dir
-        self.models_dir = models_dir or data_dir / "models"
-        self.served_name = served_name
-        self.port = port
-        self.kvcache_gib = kvcache_gib
-        self.max_model_len = max_model_len
-        self.start_timeout_s = start_timeout_s
-        self.restart_backoff_max_s = restart_backoff_max_s
-        self.on_restart = on_restart
-        self.process: subprocess.Popen[bytes] | None = None
-        self.ready = asyncio.Event()
-        self.ever_ready = False
-        self.restarts = 0
-        self.last_error: str | None = None
-        self._supervisor: asyncio.Task[None] | None = None
-        self._stopping = False
-        self.log_path = data_dir / "logs" / "vllm.log"
+    data_dir: Path
+    served_name: str
+    port: int
+    models_dir: Path
+    _: KW_ONLY
+    kvcache_gib: int = 2
+    max_model_len: int = 4096
+    start_timeout_s: float = 600.0
+    restart_backoff_max_s: float = 30.0
+    on_restart: Callable[[], None] | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    ready: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    ever_ready: bool = field(default=False, init=False)
+    restarts: int = field(default=0, init=False)
+    last_error: str | None = field(default=None, init=False)
+    _supervisor: asyncio.Task[None] | None = field(default=None, init=False)
+    _stopping: bool = field(default=False, init=False)
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "logs" / "vllm.log"
 
     @property
     def state(self) -> str:
