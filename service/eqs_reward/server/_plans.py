@@ -121,7 +121,7 @@ class Heads:
                 f"recipe {recipe.key}: prompt {prompt.version} answers "
                 f"{prompt.output.names}, the shopper head needs {HEAD_SIGNALS['shopper']}"
             )
-        return LLMHead("shopper", prompt, uses_bank=False)
+        return LLMHead("shopper", prompt, uses_bank=False, any_of="tap")
 
     def _exclusivity(self, recipe: Recipe, options: dict[str, Any]) -> ExclusivityHead:
         try:

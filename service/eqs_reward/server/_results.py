@@ -18,12 +18,16 @@ from eqs_reward.types import ItemResult, OnFailure, ResultStatus, SuggestionScor
 
 __all__ = ["item_result"]
 
+#: The judge calls' outcomes by cache key, the computed heads' results by head name.
+Outcomes = dict[str, Outcome]
+ByHead = dict[str, Computed]
+
 
 def item_result(
     plan: Plan,
     prepared: Item,
-    outcomes: dict[str, Outcome],
-    computed: dict[str, Computed],
+    outcomes: Outcomes,
+    computed: ByHead,
     on_failure: OnFailure,
     m: Metrics,
 ) -> ItemResult:
@@ -113,11 +117,7 @@ def item_result(
 
 
 def _signals(
-    plan: Plan,
-    slot: Slot,
-    outcomes: dict[str, Outcome],
-    computed: dict[str, Computed],
-    index: int,
+    plan: Plan, slot: Slot, outcomes: Outcomes, computed: ByHead, index: int
 ) -> tuple[dict[str, float | None], bool, str | None]:
     """One suggestion's signals (None where its head failed), whether every LLM head's
     answer came from the cache, and the first failure."""
@@ -147,31 +147,32 @@ def _signals(
 
 
 def _set_signals(
-    plan: Plan,
-    suggestions: list[SuggestionScore],
-    computed: dict[str, Computed],
-    on_failure: OnFailure,
+    plan: Plan, suggestions: list[SuggestionScore], computed: ByHead, on_failure: OnFailure
 ) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
-    if "shopper" in plan.recipe.heads:
-        # GQR's list click probability 1 - prod(1 - p_k). A refused suggestion is not
-        # tapped; a failed one is unknown (None), or not tapped under on_failure "zero".
-        missed: float | None = 1.0
-        for suggestion in suggestions:
-            if suggestion.status == "rejected":
-                continue
-            if suggestion.status == "failed" and on_failure == "zero":
-                continue
-            tap = (suggestion.signals or {}).get("shopper.tap")
-            if suggestion.status == "failed":
-                tap = None
-            if tap is None or missed is None:
-                missed = None
-                continue
-            missed *= 1.0 - tap
-        out["shopper.any_tap"] = None if missed is None else 1.0 - missed
+    for llm in plan.llm_heads:
+        if llm.any_of is not None:
+            name = f"{llm.name}.{llm.any_of}"
+            out[f"{llm.name}.any_{llm.any_of}"] = _any(suggestions, name, on_failure)
     for head in plan.computed:
         result = computed.get(head.name, "error")
         for name in HEAD_SET_SIGNALS[head.name]:
             out[f"{head.name}.{name}"] = None if isinstance(result, str) else result[1][name]
     return {name: out.get(name) for name in plan.recipe.set_signals}  # the recipe's order
+
+
+def _any(suggestions: list[SuggestionScore], signal: str, on_failure: OnFailure) -> float | None:
+    """GQR's list probability ``1 - prod(1 - p)`` of one per-suggestion probability. A refused
+    suggestion is not tapped; a failed one is unknown (None), or not tapped under on_failure
+    "zero"."""
+    missed = 1.0
+    for suggestion in suggestions:
+        if suggestion.status == "rejected" or (
+            suggestion.status == "failed" and on_failure == "zero"
+        ):
+            continue
+        p = None if suggestion.status == "failed" else (suggestion.signals or {}).get(signal)
+        if p is None:
+            return None
+        missed *= 1.0 - p
+    return 1.0 - missed

@@ -17,6 +17,10 @@ class LLMHead:
     name: str
     prompt: JudgePrompt
     uses_bank: bool
+    #: The signal, a probability per suggestion, whose list probability ``1 - prod(1 - p)``
+    #: (GQR's) is the head's set signal ``any_<signal>`` (the shopper's ``tap``); None: no set
+    #: signal.
+    any_of: str | None = None
 
     @property
     def version(self) -> str:
