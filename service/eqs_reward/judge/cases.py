@@ -90,7 +90,7 @@ class Context(BaseModel):
         "suggestions in the catalog; the judges do not see them)",
     )
 
-    def normalised(self) -> Context:
+    def as_judged(self) -> Context:
         """The context as judged and keyed: whitespace folded in every free-text field. The
         judges do not read ``viewed_products``, so it is left out (their cache keys do not
         change with it); the catalog's heads read it from the request's context."""

@@ -67,7 +67,7 @@ def prepare(
     problem = problem or format_problem(
         texts, options.k, settings.max_suggestion_tokens, well_formed
     )
-    context = item.context.normalised()
+    context = item.context.as_judged()
     slots: list[Slot] = []
     # A raw completion can hold any number of options: past the per-item limit they are
     # refused, not judged (a list of suggestions is held to the limit by the HTTP layer).
