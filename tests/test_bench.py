@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from loadtest import bench, bench_catalog
 from loadtest._results import write_sections
 
@@ -61,3 +63,20 @@ def test_two_versions_compare_side_by_side_in_one_run(tmp_path: Path) -> None:
     assert any("added latency" in f for f in figures) and any("cache hits" in f for f in figures)
     rates = [row for row in rows if "latency" not in row["figure"]]
     assert rates and all(row["base"] > 0 and row["head"] > 0 for row in rates)
+
+
+@pytest.mark.ray
+def test_the_judge_fleet_benchmark_runs_in_quick_mode(tmp_path: Path, redis_url: str) -> None:
+    """Two judge replicas behind Serve's router against one, on a real two-node Ray cluster
+    (the throughput ratio is the committed run's to judge, never a test's), and one GRPO step
+    through two service replicas calls the judge once per distinct suggestion."""
+    from loadtest import bench_fleet
+
+    results = tmp_path / "RESULTS.md"
+    argv = ["--quick", "--redis-url", redis_url, "--json", str(tmp_path / "fleet.json")]
+    assert bench_fleet.main([*argv, "--results", str(results)]) == 0
+    report = json.loads((tmp_path / "fleet.json").read_text())
+    assert report["replicas_1_calls_per_s"] > 0 and report["replicas_2_calls_per_s"] > 0
+    step = report["grpo_step"]
+    assert step["judge_calls"] == step["distinct"] and step["duplicates"] == 0
+    assert "<!-- section:fleet -->" in results.read_text()

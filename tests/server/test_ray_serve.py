@@ -1,11 +1,13 @@
 """The service as a Ray Serve application on a real two-node Ray cluster (one host): two
 replicas of the service's own app behind Ray's HTTP proxy, the bank and the score cache in real
 Redis, the judge a stub process. A suggestion judged through one replica is a cache hit through
-the other; a replica refuses the SQLite bank."""
+the other; a group's failed sample gets its mean across replicas; a replica killed under load
+costs no request and no acknowledged bank write; a replica refuses the SQLite bank."""
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,11 +25,14 @@ from tests._helpers import (
     free_port,
     item,
     score_body,
+    started_threads,
     stub_judge_process,
     wait_http,
 )
 
 pytestmark = pytest.mark.ray
+
+ADMIN = "ray-admin-token"
 
 
 def test_a_replica_refuses_state_only_one_machine_can_see(tmp_path: Path) -> None:
@@ -78,6 +83,7 @@ def serve_url(
         "EQS_REWARD_DATA_DIR": str(tmp_path_factory.mktemp("ray-data")),
         "EQS_REWARD_LOG_LEVEL": "warning",
         "EQS_REWARD_JUDGE_MAX_RETRIES": "0",
+        "EQS_REWARD_ADMIN_TOKEN": ADMIN,
     }
     node = {"num_cpus": 1, "object_store_memory": 80 * 2**20}
     os.environ["RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING"] = "0"  # read by the proxy at start
@@ -160,6 +166,87 @@ def test_a_failed_sample_gets_its_group_mean_when_the_group_spans_replicas(
     assert failed["reward"] is None and failed["group"]["seen"] == 3
     assert failed["group"]["mean"] == pytest.approx(sum(judged) / 3)
     assert len({r.headers[REPLICA_HEADER] for r in responses}) >= 1
+
+
+def _replicas() -> list[dict[str, str]]:
+    """The running replicas' named actors (``SERVE_REPLICA::<app>#<deployment>#<id>``)."""
+    import ray
+
+    named = ray.util.list_named_actors(all_namespaces=True)
+    return [a for a in named if a["name"].startswith("SERVE_REPLICA::eqs-reward#")]
+
+
+def test_killing_a_replica_under_grpo_load_loses_no_request_and_no_acknowledged_write(
+    serve_url: str,
+) -> None:
+    """GRPO-shaped load (groups of 8 completions of 3 suggestions) and bank writes, through the
+    client, whose retries absorb what a dying replica drops: one replica is killed mid-load and
+    Serve replaces it. Every call returns; every write the client saw acknowledged is in the
+    bank, in the version it was acknowledged with."""
+    import ray
+    from ray import serve
+
+    from eqs_reward.client import RewardClient
+    from loadtest.traffic import TrafficModel
+
+    model = TrafficModel(group_size=8, k=3, pool=10, prompts=6, seed=7)
+    stop = threading.Event()
+    scored: list[int] = []
+    errors: list[str] = []
+    acked: list[tuple[int, str]] = []
+
+    def score(n: int) -> None:
+        with RewardClient(serve_url, score_mode="soft", backoff_s=0.2, max_backoff_s=1.0) as client:
+            step = n
+            while not stop.is_set():
+                try:
+                    scored.append(len(client.score(model.group(step)["items"]).results))
+                except Exception as exc:  # counted: the assertion below names it
+                    errors.append(f"score: {exc!r}")
+                step += 2
+
+    def write(n: int) -> None:
+        with RewardClient(serve_url, admin_token=ADMIN, wait_for_service_s=60) as client:
+            count = 0
+            while not stop.is_set():
+                text = f"Bad case {n}-{count} under a replica kill, with a made-up spec?"
+                example = {
+                    "context": {"query": "replica kill"},
+                    "suggestion": text,
+                    "labels": {"answerability": 1, "factuality": 0, "information_gain": 1},
+                    "source": "online_bad_case",
+                }
+                try:
+                    acked.append((client.add_examples([example])["version"], text))
+                except Exception as exc:
+                    errors.append(f"write: {exc!r}")
+                count += 1
+                time.sleep(0.05)
+
+    threads = [*started_threads(score, 2), *started_threads(write, 1)]
+    time.sleep(3.0)
+    victim = _replicas()[0]
+    ray.kill(ray.get_actor(victim["name"], namespace=victim["namespace"]), no_restart=True)
+    time.sleep(6.0)
+    stop.set()
+    for thread in threads:
+        thread.join(120)
+    assert errors == [], errors[:5]
+    assert scored and all(n == 8 for n in scored)
+    assert acked, "no write was acknowledged"
+    deadline = time.monotonic() + 90  # Serve starts a replacement
+    while True:
+        deployment = serve.status().applications["eqs-reward"].deployments["eqs-reward"]
+        running = deployment.replica_states.get("RUNNING", 0)
+        names = {a["name"] for a in _replicas()}
+        if running == 2 and victim["name"] not in names:
+            break
+        assert time.monotonic() < deadline, (deployment.replica_states, names)
+        time.sleep(1)
+    with RewardClient(serve_url) as client:
+        for version, text in acked:
+            stored = {e["suggestion"] for e in client.fewshot(version)["examples"]}
+            assert text in stored, (version, text)
 
 
 def test_the_contract_holds_behind_rays_proxy(serve_url: str) -> None:

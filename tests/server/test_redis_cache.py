@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import redis
 from eqs_reward.judge.stub import StubJudge
 from tests._helpers import (
     GOOD,
+    GOOD2,
     RedisServer,
     ServerProcess,
     item,
@@ -231,3 +233,39 @@ def test_redis_bank_down_keeps_scoring_on_the_last_active_version(
         assert writes.status_code == 503 and writes.json()["error"]["type"] == "unavailable"
     finally:
         service.stop()
+
+
+def _together(clients: list[Any], body: dict[str, Any]) -> list[Any]:
+    """The same request to every client at once (replicas of one service)."""
+    with ThreadPoolExecutor(len(clients)) as pool:
+        return list(pool.map(lambda client: client.post("/v1/score", json=body), clients))
+
+
+def test_two_replicas_judge_a_new_suggestion_once(
+    make_client: Any, stub: StubJudge, redis_url: str, redis_prefix: str
+) -> None:
+    """In-flight deduplication across replicas: both need a new suggestion at once; the first
+    claims the judge call in Redis, the other waits for its score instead of calling again."""
+    stub.behaviour.delay_s = 0.5
+    shared = {"redis_url": redis_url, "redis_key_prefix": redis_prefix}
+    replicas = [make_client(**shared), make_client(**shared)]
+    body = score_body(item("standing desk", GOOD), k=1, score_mode="soft")
+    answers = _together(replicas, body)
+    assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+    rewards = {a.json()["results"][0]["reward"] for a in answers}
+    assert len(rewards) == 1 and None not in rewards
+    assert stub.calls == 1
+    claims = redis.Redis.from_url(redis_url).keys(redis_prefix + "claim:*")
+    assert claims == []  # the claim ended when the score landed
+
+
+def test_when_the_claimed_call_fails_the_waiting_replica_judges_it_itself(
+    make_client: Any, stub: StubJudge, redis_url: str, redis_prefix: str
+) -> None:
+    stub.behaviour.delay_s = 0.3
+    stub.behaviour.fail_next = 1  # the first call (the claimer's) fails
+    shared = {"redis_url": redis_url, "redis_key_prefix": redis_prefix, "judge_max_retries": 0}
+    replicas = [make_client(**shared), make_client(**shared)]
+    body = score_body(item("standing desk", GOOD2), k=1, score_mode="soft")
+    statuses = sorted(a.json()["results"][0]["status"] for a in _together(replicas, body))
+    assert statuses == ["failed", "ok"] and stub.calls == 2

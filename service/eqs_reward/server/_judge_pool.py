@@ -91,6 +91,8 @@ class JudgePool:
         self.cache = cache
         self.metrics = metrics
         self.fewshot_token_budget = settings.fewshot_token_budget
+        #: How long a claimed call may hold other replicas waiting: every attempt's timeout.
+        self.claim_s = settings.judge_timeout_s * (settings.judge_max_retries + 1)
         self.retry_policy = RetryPolicy(
             settings.judge_max_retries,
             settings.judge_backoff_initial_s,
@@ -190,6 +192,23 @@ class JudgePool:
         return prefix
 
     async def _call(
+        self, bank_version: BankVersion, key: str, case: Case, mode: ScoreMode, *, store: bool
+    ) -> Scores:
+        shared = self.cache.redis if store else None
+        if shared is not None and not await shared.claim(key, self.claim_s):
+            remote = await shared.claimed(key, self.claim_s)  # another replica is judging it
+            if remote is not None:
+                self.metrics.cache_hits.labels("inflight").inc()
+                self.cache.memory.set(key, remote)
+                return remote
+        try:
+            return await self._judge(bank_version, key, case, mode, store=store)
+        except BaseException:
+            if shared is not None:
+                await shared.release(key)  # whoever waits on this call judges it instead
+            raise
+
+    async def _judge(
         self, bank_version: BankVersion, key: str, case: Case, mode: ScoreMode, *, store: bool
     ) -> Scores:
         head = case.head

@@ -149,6 +149,12 @@ class RedisTier:
     - A failing or slow Redis never fails a request: the first error (or timeout) opens a
       breaker, and the tier is skipped until a cool-down passes (doubling up to 30 s while it
       keeps failing); then the next lookup tries again. Errors are logged and counted.
+    - In-flight deduplication across replicas (``claim``/``claimed``): the first replica to need
+      a new suggestion's score claims its call (SET NX, expiring); another replica that needs
+      it meanwhile waits for the score to land instead of calling the judge again. The claim
+      ends when the score is written (same pipeline) or the call fails (``release``). A shared
+      lock, not routing by suggestion key: Serve's router picks a replica per request, and a
+      request holds many suggestions.
     """
 
     def __init__(
@@ -163,6 +169,7 @@ class RedisTier:
     ) -> None:
         self.redis = client
         self.prefix = prefix + "score:"
+        self.claims = prefix + "claim:"
         self.ttl_s = ttl_s
         self.timeout_s = timeout_s
         self.on_error = on_error
@@ -218,13 +225,60 @@ class RedisTier:
         self._succeeded()
         found: dict[str, Scores] = {}
         for key, raw in zip(keys, values, strict=True):
-            if raw is None:
-                continue
-            try:
-                found[key] = tuple(float(x) for x in raw.split(b","))
-            except ValueError:
-                continue
+            scores = None if raw is None else self._parse(raw)
+            if scores is not None:
+                found[key] = scores
         return found
+
+    @staticmethod
+    def _parse(raw: bytes) -> Scores | None:
+        try:
+            return tuple(float(x) for x in raw.split(b","))
+        except ValueError:
+            return None
+
+    async def claim(self, key: str, hold_s: float) -> bool:
+        """Claim the judge call for ``key`` for at most ``hold_s``: True when this replica
+        should make it, False when another replica is making it now. Without Redis every
+        replica calls (a duplicate at worst, never a lost call)."""
+        if not self.available:
+            return True
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                claimed = await self.redis.set(self.claims + key, 1, nx=True, px=int(hold_s * 1000))
+        except Exception as exc:
+            self._failed("claim", exc)
+            return True
+        return bool(claimed)
+
+    async def claimed(self, key: str, wait_s: float, poll_s: float = 0.02) -> Scores | None:
+        """The score of a call another replica claimed, once written; None when its claim ends
+        without one (that call failed: call the judge here) or after ``wait_s``."""
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    raw, held = await (
+                        self.redis.pipeline(transaction=False)
+                        .get(self.prefix + key)
+                        .exists(self.claims + key)
+                        .execute()
+                    )
+            except Exception as exc:
+                self._failed("get", exc)
+                return None
+            if raw is not None:
+                return self._parse(raw)
+            if not held:
+                return None
+            await asyncio.sleep(poll_s)
+        return None
+
+    async def release(self, key: str) -> None:
+        """End this replica's claim on ``key`` without a score (its call failed)."""
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self.timeout_s):
+                await self.redis.delete(self.claims + key)
 
     def put(self, key: str, scores: Scores) -> None:
         self._pending[key] = scores
@@ -253,6 +307,7 @@ class RedisTier:
                 for key, scores in batch.items():
                     text = ",".join(repr(float(x)) for x in scores)
                     pipe.set(self.prefix + key, text, ex=self.ttl_s)
+                    pipe.delete(self.claims + key)  # a claim ends when its score lands
                 await pipe.execute()
         except Exception as exc:
             self._failed("set", exc)
