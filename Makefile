@@ -68,6 +68,7 @@ test: lint typecheck pytest
 bench: setup
 	$(BIN)/python -m loadtest.bench
 	$(BIN)/python -m loadtest.bench_catalog
+	$(BIN)/python -m loadtest.bench_fleet
 
 # GRPO-shaped load against a service already running on :8000.
 loadtest: setup

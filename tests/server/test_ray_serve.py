@@ -7,9 +7,11 @@ costs no request and no acknowledged bank write; a replica refuses the SQLite ba
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -21,9 +23,12 @@ from eqs_reward.server.ray_serve import REPLICA_HEADER, build, check_settings
 from eqs_reward.server.settings import Settings
 from tests._helpers import (
     FAILME,
+    ROOT,
     ServerProcess,
+    captured,
     free_port,
     item,
+    metric,
     score_body,
     started_threads,
     stub_judge_process,
@@ -33,6 +38,7 @@ from tests._helpers import (
 pytestmark = pytest.mark.ray
 
 ADMIN = "ray-admin-token"
+RAY_PROMETHEUS = ROOT / "deploy" / "ray" / "prometheus.yml"
 
 
 def test_a_replica_refuses_state_only_one_machine_can_see(tmp_path: Path) -> None:
@@ -57,19 +63,35 @@ def judge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     process.stop()
 
 
+#: Each of the two Ray nodes on this host: 1 CPU and a small object store (Ray's defaults do not
+#: fit 2 cores).
+NODE = {"num_cpus": 1, "object_store_memory": 80 * 2**20}
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[Any]:
+    """Two Ray nodes on this host. The proxy's preference for replicas on its own node is off,
+    so its router uses both."""
+    from ray.cluster_utils import Cluster
+
+    os.environ["RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING"] = "0"  # read by the proxy at start
+    cluster = Cluster(initialize_head=True, head_node_args={**NODE, "include_dashboard": False})
+    cluster.add_node(**NODE)
+    try:
+        yield cluster
+    finally:
+        cluster.shutdown()
+        os.environ.pop("RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING", None)
+
+
 @pytest.fixture(scope="module")
 def serve_url(
-    judge: ServerProcess, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+    judge: ServerProcess, redis_url: str, ray_cluster: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    """Two Ray nodes on this host (1 CPU each, small object stores: Ray's defaults do not fit
-    2 cores), Serve's proxy on the head, two replicas of 0.6 CPU each (so one per node). The
-    proxy's preference for replicas on its own node is off, so its router uses both."""
-    import uuid
-
+    """Serve's proxy on the head node, two replicas of 0.6 CPU each (so one per node)."""
     import ray
     import redis
     from ray import serve
-    from ray.cluster_utils import Cluster
 
     prefix = f"eqs-ray-{uuid.uuid4().hex[:12]}:"
     env = {
@@ -85,13 +107,9 @@ def serve_url(
         "EQS_REWARD_JUDGE_MAX_RETRIES": "0",
         "EQS_REWARD_ADMIN_TOKEN": ADMIN,
     }
-    node = {"num_cpus": 1, "object_store_memory": 80 * 2**20}
-    os.environ["RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING"] = "0"  # read by the proxy at start
-    cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
-    cluster.add_node(**node)
     port = free_port()
     try:
-        ray.init(address=cluster.address, runtime_env={"env_vars": env}, log_to_driver=False)
+        ray.init(address=ray_cluster.address, runtime_env={"env_vars": env}, log_to_driver=False)
         serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
         serve.run(build({"num_replicas": 2, "num_cpus": 0.6}), name="eqs-reward", route_prefix="/")
         url = f"http://127.0.0.1:{port}"
@@ -100,8 +118,6 @@ def serve_url(
     finally:
         serve.shutdown()
         ray.shutdown()
-        cluster.shutdown()
-        os.environ.pop("RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING", None)
         client = redis.Redis.from_url(redis_url)
         keys = list(client.scan_iter(match=prefix + "*", count=1000))
         if keys:
@@ -168,6 +184,37 @@ def test_a_failed_sample_gets_its_group_mean_when_the_group_spans_replicas(
     assert len({r.headers[REPLICA_HEADER] for r in responses}) >= 1
 
 
+def test_every_replica_is_a_scrape_target_and_together_they_count_every_request(
+    serve_url: str,
+) -> None:
+    """Ray's proxy reaches one replica per request, so each replica serves its own metrics and
+    announces the target; any replica lists them all for Prometheus's HTTP service discovery.
+    Summed over the replicas, the request counter the dashboard reads counts every request."""
+    live = {a["name"].rsplit("#", 1)[1] for a in _replicas()}
+    groups = httpx.get(serve_url + "/v1/metrics/targets", timeout=30).json()
+    groups = [g for g in groups if g["labels"]["replica"] in live]
+    assert len(live) == 2 and {g["labels"]["replica"] for g in groups} == live, groups
+    scored = 'eqs_reward_http_requests_total{method="POST",route="/v1/score",status="200"}'
+
+    def total() -> float:
+        return sum(metric(f"http://{t}", scored) for g in groups for t in g["targets"])
+
+    before = total()
+    for n in range(10):
+        assert _score(serve_url, f"Desks with {n + 2} drawers under $300?").status_code == 200
+    assert total() - before == 10
+
+
+def test_the_ray_prometheus_config_is_one_promtool_accepts() -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        if os.environ.get("CI"):
+            pytest.fail("promtool missing: 'make setup' installs Debian's prometheus package")
+        pytest.skip("promtool not installed (make setup installs it)")
+    checked = captured([promtool, "check", "config", "--syntax-only", str(RAY_PROMETHEUS)])
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
 def _replicas() -> list[dict[str, str]]:
     """The running replicas' named actors (``SERVE_REPLICA::<app>#<deployment>#<id>``)."""
     import ray
@@ -176,16 +223,10 @@ def _replicas() -> list[dict[str, str]]:
     return [a for a in named if a["name"].startswith("SERVE_REPLICA::eqs-reward#")]
 
 
-def test_killing_a_replica_under_grpo_load_loses_no_request_and_no_acknowledged_write(
-    serve_url: str,
-) -> None:
-    """GRPO-shaped load (groups of 8 completions of 3 suggestions) and bank writes, through the
-    client, whose retries absorb what a dying replica drops: one replica is killed mid-load and
-    Serve replaces it. Every call returns; every write the client saw acknowledged is in the
-    bank, in the version it was acknowledged with."""
-    import ray
-    from ray import serve
-
+def _under_load(serve_url: str, disrupt: Callable[[], None]) -> list[tuple[int, str]]:
+    """GRPO-shaped load (groups of 8 completions of 3 suggestions) and bank writes through the
+    client, ``disrupt`` in the middle. Every call must return (the client's retries absorb what
+    the disruption drops); the writes the client saw acknowledged, as (version, text)."""
     from eqs_reward.client import RewardClient
     from loadtest.traffic import TrafficModel
 
@@ -194,6 +235,7 @@ def test_killing_a_replica_under_grpo_load_loses_no_request_and_no_acknowledged_
     scored: list[int] = []
     errors: list[str] = []
     acked: list[tuple[int, str]] = []
+    run = uuid.uuid4().hex[:8]
 
     def score(n: int) -> None:
         with RewardClient(serve_url, score_mode="soft", backoff_s=0.2, max_backoff_s=1.0) as client:
@@ -209,7 +251,7 @@ def test_killing_a_replica_under_grpo_load_loses_no_request_and_no_acknowledged_
         with RewardClient(serve_url, admin_token=ADMIN, wait_for_service_s=60) as client:
             count = 0
             while not stop.is_set():
-                text = f"Bad case {n}-{count} under a replica kill, with a made-up spec?"
+                text = f"Bad case {run}-{n}-{count} under a disruption, with a made-up spec?"
                 example = {
                     "context": {"query": "replica kill"},
                     "suggestion": text,
@@ -225,8 +267,7 @@ def test_killing_a_replica_under_grpo_load_loses_no_request_and_no_acknowledged_
 
     threads = [*started_threads(score, 2), *started_threads(write, 1)]
     time.sleep(3.0)
-    victim = _replicas()[0]
-    ray.kill(ray.get_actor(victim["name"], namespace=victim["namespace"]), no_restart=True)
+    disrupt()
     time.sleep(6.0)
     stop.set()
     for thread in threads:
@@ -234,19 +275,40 @@ def test_killing_a_replica_under_grpo_load_loses_no_request_and_no_acknowledged_
     assert errors == [], errors[:5]
     assert scored and all(n == 8 for n in scored)
     assert acked, "no write was acknowledged"
-    deadline = time.monotonic() + 90  # Serve starts a replacement
-    while True:
-        deployment = serve.status().applications["eqs-reward"].deployments["eqs-reward"]
-        running = deployment.replica_states.get("RUNNING", 0)
-        names = {a["name"] for a in _replicas()}
-        if running == 2 and victim["name"] not in names:
-            break
-        assert time.monotonic() < deadline, (deployment.replica_states, names)
-        time.sleep(1)
     with RewardClient(serve_url) as client:
         for version, text in acked:
             stored = {e["suggestion"] for e in client.fewshot(version)["examples"]}
             assert text in stored, (version, text)
+    return acked
+
+
+def _two_replicas_running(gone: str = "") -> None:
+    """Wait (at most 90 s) until Serve runs two replicas again, ``gone`` not among them."""
+    from ray import serve
+
+    deadline = time.monotonic() + 90
+    while True:
+        deployment = serve.status().applications["eqs-reward"].deployments["eqs-reward"]
+        names = {a["name"] for a in _replicas()}
+        if deployment.replica_states.get("RUNNING", 0) == 2 and gone not in names:
+            return
+        assert time.monotonic() < deadline, (deployment.replica_states, names)
+        time.sleep(1)
+
+
+def test_killing_a_replica_under_grpo_load_loses_no_request_and_no_acknowledged_write(
+    serve_url: str,
+) -> None:
+    """One replica is killed mid-load; Serve replaces it."""
+    import ray
+
+    victim = _replicas()[0]
+
+    def kill() -> None:
+        ray.kill(ray.get_actor(victim["name"], namespace=victim["namespace"]), no_restart=True)
+
+    _under_load(serve_url, kill)
+    _two_replicas_running(gone=victim["name"])
 
 
 def test_the_contract_holds_behind_rays_proxy(serve_url: str) -> None:
@@ -271,8 +333,6 @@ def test_the_serve_config_is_one_ray_accepts() -> None:
     import yaml
     from ray.serve.schema import ServeDeploySchema
 
-    from tests._helpers import ROOT
-
     config = ServeDeploySchema.model_validate(
         yaml.safe_load((ROOT / "deploy" / "ray" / "serve.yaml").read_text())
     )
@@ -282,3 +342,15 @@ def test_the_serve_config_is_one_ray_accepts() -> None:
     assert env["EQS_REWARD_FEWSHOT_STORE"] == env["EQS_REWARD_GROUP_MEMORY"] == "redis"
     (deployment,) = app.deployments
     assert deployment.name == "eqs-reward" and deployment.autoscaling_config["min_replicas"] >= 2
+
+
+def test_removing_a_worker_node_under_grpo_load_loses_no_request_and_no_acknowledged_write(
+    serve_url: str, ray_cluster: Any
+) -> None:
+    """The worker node (and the replica on it) leaves mid-load; the head's replica serves on.
+    A new node joins and Serve runs two replicas again. (Last in the module: it changes the
+    cluster.)"""
+    worker = next(iter(ray_cluster.worker_nodes))
+    _under_load(serve_url, lambda: ray_cluster.remove_node(worker))
+    ray_cluster.add_node(**NODE)
+    _two_replicas_running()

@@ -21,15 +21,27 @@ once each at the same moment; the shared cache serves it after that).
 
 from __future__ import annotations
 
+import json
+import logging
+import threading
+import time
 from typing import Any
 
 from eqs_reward.server._middleware import ResponseHeaderMiddleware
 from eqs_reward.server.settings import Settings
 
-__all__ = ["REPLICA_HEADER", "build", "check_settings", "deployment"]
+__all__ = ["METRICS_TARGETS", "REPLICA_HEADER", "build", "check_settings", "deployment"]
+
+log = logging.getLogger("eqs_reward.ray")
 
 #: The response header naming the replica that answered.
 REPLICA_HEADER = "x-eqs-reward-replica"
+#: Every replica serves its own metrics on a port of its node and announces that target in
+#: Redis under ``<prefix>`` + this + its id, refreshed every ``ANNOUNCE_S`` and expiring after
+#: three missed refreshes, so a killed replica leaves Prometheus's targets on its own.
+#: ``GET /v1/metrics/targets`` lists them in Prometheus's HTTP service-discovery format.
+METRICS_TARGETS = "replica:"
+ANNOUNCE_S = 10.0
 
 
 def check_settings(settings: Settings) -> None:
@@ -64,7 +76,32 @@ def _asgi_app() -> Any:
     app = build_app(settings)
     replica = serve.get_replica_context().replica_id.unique_id
     app.add_middleware(ResponseHeaderMiddleware, name=REPLICA_HEADER, value=replica)
+    _announce_metrics(settings, app.state.metrics.registry, replica)
     return app
+
+
+def _announce_metrics(settings: Settings, registry: Any, replica: str) -> None:
+    """Serve this replica's metrics on a free port of its node and keep announcing the target
+    (Ray's proxy reaches one replica per request, so Prometheus must scrape each directly)."""
+    import ray
+    import redis
+    from prometheus_client import start_http_server
+
+    host = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
+    server, _ = start_http_server(0, addr=host, registry=registry)
+    group = {"targets": [f"{host}:{server.server_port}"], "labels": {"replica": replica}}
+    key = settings.redis_key_prefix + METRICS_TARGETS + replica
+    client = redis.Redis.from_url(str(settings.redis_url), socket_timeout=5)
+
+    def keep_announcing() -> None:
+        while True:
+            try:
+                client.set(key, json.dumps(group), ex=int(3 * ANNOUNCE_S))
+            except redis.RedisError as exc:  # the next refresh tries again
+                log.warning("could not announce this replica's metrics: %r", exc)
+            time.sleep(ANNOUNCE_S)
+
+    threading.Thread(target=keep_announcing, name="metrics-announce", daemon=True).start()
 
 
 def deployment(**options: Any) -> Any:

@@ -1,6 +1,9 @@
-"""``/health`` (liveness), ``/ready`` (the judge and the stores answer) and ``/metrics``."""
+"""``/health`` (liveness), ``/ready`` (the judge and the stores answer), ``/metrics`` and, for
+replicas under Ray Serve, their scrape targets (``/v1/metrics/targets``)."""
 
 from __future__ import annotations
+
+import json
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -8,8 +11,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from eqs_reward.judge import JudgeError
 from eqs_reward.judge.embedded import EmbeddedJudge
+from eqs_reward.server._http import json_response
 from eqs_reward.server.errors import envelope
 from eqs_reward.server.metrics import Metrics
+from eqs_reward.server.ray_serve import METRICS_TARGETS
 from eqs_reward.server.routes._responses import errors
 from eqs_reward.server.scoring import ScoringService
 
@@ -79,3 +84,17 @@ async def ready(request: Request) -> JSONResponse:
 async def metrics_endpoint(request: Request) -> Response:
     metrics: Metrics = request.app.state.metrics
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/v1/metrics/targets", include_in_schema=False)
+async def metrics_targets(request: Request) -> Response:
+    """Prometheus HTTP service discovery: the metrics endpoint every replica under Ray Serve
+    announced, labelled with its replica (any replica answers for all). Empty for a service
+    that is not replicated: scrape its ``/metrics``."""
+    client = request.app.state.redis
+    if client is None:
+        return json_response([])
+    prefix = request.app.state.settings.redis_key_prefix + METRICS_TARGETS
+    keys = [key async for key in client.scan_iter(match=prefix + "*", count=1000)]
+    values = await client.mget(keys) if keys else []
+    return json_response([json.loads(value) for value in values if value])
