@@ -42,11 +42,13 @@ from eqs_reward.server.cache import RedisTier
 from eqs_reward.server.errors import ServiceError, envelope
 from eqs_reward.server.heads import HeadUnavailableError
 from eqs_reward.server.metrics import Metrics
+from eqs_reward.server.review import open_review
 from eqs_reward.server.routes import (
     fewshot_router,
     health_router,
     openrlhf_router,
     require_admin,
+    review_router,
     score_router,
     slime_router,
 )
@@ -104,6 +106,7 @@ async def init_app_state(app: FastAPI, stack: AsyncExitStack) -> None:
             settings.redis_url, socket_timeout=2.0, socket_connect_timeout=1.0
         )
         stack.push_async_callback(redis_client.aclose)
+    state.redis = redis_client
     bank: BankStore = state.bank or open_store(settings, redis_client)
     stack.push_async_callback(bank.close)
     await bank.init(load_seed_examples(settings.fewshot_seed_path))
@@ -150,6 +153,9 @@ async def init_app_state(app: FastAPI, stack: AsyncExitStack) -> None:
     state.scoring = scoring
     state.admission = Admission(settings, scoring, metrics)
     state.bank_service = BankService(bank, scoring, settings, metrics)
+    if settings.review_enabled:
+        state.review = scoring.review = open_review(settings, redis_client, metrics)
+        stack.push_async_callback(state.review.close)
     log.info(
         "eqs-reward %s serving; judge %s (%s), prompt %s, few-shot version %d",
         __version__,
@@ -189,8 +195,11 @@ def build_app(
     app.state.judge_transport = judge_transport
     app.state.bank = bank
     app.state.embedded = None
+    app.state.redis = None
+    app.state.review = None
     _install_error_handlers(app)
-    for router in (score_router, openrlhf_router, slime_router, fewshot_router, health_router):
+    routers = (score_router, openrlhf_router, slime_router, fewshot_router, review_router)
+    for router in (*routers, health_router):
         app.include_router(router)
     app.add_middleware(
         BodyLimitMiddleware,

@@ -173,6 +173,18 @@ class Metrics:
             "1 while the Redis cache tier answers, 0 while it is skipped.",
             registry=r,
         )
+        self.review_sampled = Counter(
+            "eqs_reward_review_sampled_total",
+            "Scored suggestions sampled into the review queue, by reason (a suggestion picked "
+            "for two reasons counts under both).",
+            ["reason"],
+            registry=r,
+        )
+        self.review_dropped = Counter(
+            "eqs_reward_review_dropped_total",
+            "Review samples dropped: the buffer was full, or the store could not take them.",
+            registry=r,
+        )
         self.overloaded = Counter(
             "eqs_reward_http_overloaded_total",
             "Score requests refused with 429 because the judge queue was full.",

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from eqs_reward.judge.cases import Context, ExampleIn, LabeledCase, Text
+from eqs_reward.judge.cases import Context, ExampleIn, LabeledCase, Labels, Text
 from eqs_reward.server.settings import MAX_INT64
 from eqs_reward.types import OnFailure, ScoreMode
 
@@ -27,6 +27,8 @@ __all__ = [
     "GetRewardQuery",
     "GetRewardRequest",
     "GetRewardResponse",
+    "LabelCase",
+    "PublishCases",
     "RetireExample",
     "ScoreItem",
     "ScoreOptions",
@@ -229,10 +231,13 @@ class AttackCase(BaseModel):
     suggestion: str = Field(min_length=1, max_length=2000)
 
 
-class AddExamples(BaseModel):
+class BankChange(BaseModel):
+    """What every change to the bank states beside its examples: why (the version's note),
+    the version it expects to replace, whether only to compare (dry run) and on what, and
+    whether to override the gate."""
+
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    examples: list[ExampleIn] = Field(min_length=1)
     note: Text = Field(default="", max_length=500)
     expected_version: int | None = Field(default=None, ge=0, le=MAX_INT64)
     dry_run: bool = Field(
@@ -253,6 +258,10 @@ class AddExamples(BaseModel):
     force: bool = Field(default=False, description="add even if the gate refuses (recorded)")
 
 
+class AddExamples(BankChange):
+    examples: list[ExampleIn] = Field(min_length=1)
+
+
 class Calibrate(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -267,3 +276,24 @@ class RetireExample(BaseModel):
 
     note: Text = Field(default="", max_length=500)
     expected_version: int | None = Field(default=None, ge=0, le=MAX_INT64)
+
+
+class LabelCase(BaseModel):
+    """An operator's labels for a case in the review queue, and why."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    labels: Labels
+    rationale: Text = Field(default="", max_length=500)
+
+
+class PublishCases(BankChange):
+    """Labeled review cases into a new bank version, through the bank's gate."""
+
+    ids: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=100,
+        description="the cases to publish (each labeled, not yet published); default: every "
+        "labeled case not yet published, newest first, up to the per-add limit",
+    )

@@ -43,6 +43,7 @@ from eqs_reward.server.guard import Guard
 from eqs_reward.server.heads import Embedder
 from eqs_reward.server.metrics import Metrics
 from eqs_reward.server.recipes import Recipe, RecipeError, load_recipes
+from eqs_reward.server.review import ReviewQueue
 from eqs_reward.server.schemas import ScoreOptions, ScoreRequest
 from eqs_reward.server.settings import Settings
 from eqs_reward.types import ItemResult, ScoreMeta, ScoreResponse
@@ -95,6 +96,8 @@ class ScoringService:
             )
         self.heads = Heads(settings, prompt, bank, metrics, embedder, catalog)
         self.plans = {name: self.heads.plan(recipe) for name, recipe in self.recipes.items()}
+        #: Where requests' suggestions worth a look are sampled (set by the app when it is on).
+        self.review: ReviewQueue | None = None
 
     def resolve_recipe(self, name: str | None) -> Plan:
         """The plan of a named recipe, or of the default one (422 for an unknown name)."""
@@ -129,6 +132,7 @@ class ScoringService:
         """Score a request. ``bank_version`` overrides the request's (a dry-run candidate);
         ``admit`` may refuse the new judge calls it needs (see ``Admit``)."""
         started = time.monotonic()
+        outside = bank_version is None  # a caller's request, not the bank gate's own scoring
         options = request.options
         limit = self.settings.request_deadline_s
         deadline = started + min(limit, options.deadline_s or limit)
@@ -181,7 +185,7 @@ class ScoringService:
         ]  # fmt: skip
         if options.group_size is not None:
             results = await self._fill_groups(items, results, options, started, deadline)
-        return ScoreResponse(
+        response = ScoreResponse(
             results=tuple(results),
             meta=ScoreMeta(
                 judge_model=self.judge.model,
@@ -197,6 +201,9 @@ class ScoringService:
                 },
             ),
         )
+        if outside and self.review is not None:
+            self.review.offer(request, response)
+        return response
 
     async def _fill_groups(
         self,

@@ -7,7 +7,7 @@ start, and tests build their own.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,6 +17,8 @@ from eqs_reward._paths import default_data_dir
 
 #: Largest integer a version or count may be (SQLite's INTEGER is 64-bit signed).
 MAX_INT64 = 2**63 - 1
+#: A share between 0 and 1.
+Share = Annotated[float, Field(ge=0, le=1)]
 
 
 class Settings(BaseSettings):
@@ -176,6 +178,47 @@ class Settings(BaseSettings):
         "side) refuses instead of comparing",
     )
     redis_key_prefix: str = Field(default="eqs-reward:")
+
+    # --- review queue ------------------------------------------------------------------------
+    review_enabled: bool = Field(
+        default=True,
+        description="sample scored suggestions worth an operator's look into the review queue "
+        "(kept in the bank's store). Contexts may hold shoppers' data: switch it off where "
+        "they must not be kept",
+    )
+    review_max_items: int = Field(
+        default=10_000, ge=0, description="unlabeled cases kept; the oldest go first"
+    )
+    review_retention_s: float = Field(
+        default=7 * 86400.0, gt=0, description="unlabeled cases older than this are dropped"
+    )
+    # Shares of a kind of suggestion sampled, and the conditions that sample every one.
+    review_failure_rate: Share = Field(default=1.0, description="of judge failures (after retries)")
+    review_refusal_rate: Share = Field(
+        default=0.1, description="of guard refusals (they come in floods)"
+    )
+    review_uniform_rate: Share = Field(
+        default=0.01, description="of every suggestion, for calibration"
+    )
+    review_disagreement_min: float = Field(
+        default=0.15,
+        ge=0,
+        le=0.25,
+        description="the group disagreement u_q that samples an item's suggestions",
+    )
+    review_near_margin: float = Field(
+        default=0.05, ge=0, le=0.5, description="how close to 0.5 a soft judge verdict is sampled"
+    )
+    review_taught_gap: Share = Field(
+        default=0.6,
+        description="the gap between the judge and the taught head, on a dimension, that samples",
+    )
+    review_buffer: int = Field(
+        default=1000,
+        ge=1,
+        description="samples waiting to be written; past it a sample is dropped and counted, so "
+        "scoring never waits on the queue",
+    )
 
     # --- admin and storage -------------------------------------------------------------------
     admin_token: str | None = None

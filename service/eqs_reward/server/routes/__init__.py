@@ -4,6 +4,7 @@ from eqs_reward.server.routes._deps import require_admin
 from eqs_reward.server.routes.fewshot import router as fewshot_router
 from eqs_reward.server.routes.health import router as health_router
 from eqs_reward.server.routes.openrlhf import router as openrlhf_router
+from eqs_reward.server.routes.review import router as review_router
 from eqs_reward.server.routes.score import router as score_router
 from eqs_reward.server.routes.slime import router as slime_router
 
@@ -12,6 +13,7 @@ __all__ = [
     "health_router",
     "openrlhf_router",
     "require_admin",
+    "review_router",
     "score_router",
     "slime_router",
 ]

@@ -10,9 +10,10 @@ _WHY = {
     400: "the body is not valid JSON, or not UTF-8",
     401: "no admin token",
     403: "a wrong admin token, or writes are disabled on this service",
-    404: "no such few-shot version or example",
+    404: "no such few-shot version, example or review case",
     408: "the request body did not arrive in time",
-    409: "expected_version is stale, or the agreement gate refused the change",
+    409: "expected_version is stale, the agreement gate refused the change, or a review case "
+    "is unlabeled or already published",
     413: "a size limit was exceeded (the message names it)",
     422: "the request breaks the contract (the message names each field), or an unknown query "
     "parameter",

@@ -1,0 +1,159 @@
+"""The review queue: samples offered by the scoring path, written behind it, read a page at a
+time, labeled by an operator and published into the bank.
+
+``offer`` never waits: samples go into a bounded in-memory buffer that one writer task drains
+into the store in batches; a sample that finds the buffer full is dropped and counted
+(``eqs_reward_review_dropped_total``), never an error. Labels are written before their request
+returns. Publishing turns labeled cases into examples of a new bank version through the bank
+service (its gate, expected version and dry run), then marks them with that version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from eqs_reward.judge.cases import Context, ExampleIn, Labels
+from eqs_reward.server.metrics import Metrics
+from eqs_reward.server.review._item import ReviewItem, ReviewQuery
+from eqs_reward.server.review._select import ReviewRules, select
+from eqs_reward.server.review._stores import ReviewStore
+from eqs_reward.server.schemas import ScoreRequest
+from eqs_reward.server.settings import Settings
+from eqs_reward.types import ScoreResponse
+
+__all__ = ["ReviewQueue"]
+
+log = logging.getLogger("eqs_reward.review")
+
+#: Cases read from the store per step while a filtered page is filled.
+_SCAN = 200
+
+
+class ReviewQueue:
+    """See the module docstring."""
+
+    def __init__(
+        self, store: ReviewStore, settings: Settings, metrics: Metrics, seed: int | None = None
+    ) -> None:
+        self.store = store
+        self.rules = ReviewRules.of(settings)
+        self.keep = settings.review_max_items
+        self.retention = timedelta(seconds=settings.review_retention_s)
+        self.metrics = metrics
+        self._rng = random.Random(seed)
+        self._buffer: asyncio.Queue[ReviewItem] = asyncio.Queue(settings.review_buffer)
+        self._writer: asyncio.Task[None] | None = None
+
+    # -- the scoring path's side ---------------------------------------------------------------
+    def offer(self, request: ScoreRequest, response: ScoreResponse) -> None:
+        """Sample ``response``'s suggestions worth a look; never waits, never raises."""
+        try:
+            picked = select(request, response, self.rules, self._rng)
+        except Exception:  # a bug here must cost a sample, never a request
+            log.exception("review sampling failed")
+            return
+        for item in picked:
+            try:
+                self._buffer.put_nowait(item)
+            except asyncio.QueueFull:
+                self.metrics.review_dropped.inc()
+                continue
+            for reason in item.reasons:
+                self.metrics.review_sampled.labels(reason.split(":", 1)[0]).inc()
+        if picked and (self._writer is None or self._writer.done()):
+            self._writer = asyncio.ensure_future(self._write_loop())
+
+    async def _write_loop(self) -> None:
+        while True:
+            batch = [await self._buffer.get()]
+            while not self._buffer.empty() and len(batch) < 500:
+                batch.append(self._buffer.get_nowait())
+            await self._write(batch)
+
+    async def _write(self, batch: list[ReviewItem]) -> None:
+        try:
+            await self.store.add(batch)
+            await self.store.trim(self.keep, datetime.now(UTC) - self.retention)
+        except Exception as exc:  # the store is down: these samples are lost, and counted
+            log.warning("review queue: %d samples not written: %r", len(batch), exc)
+            self.metrics.review_dropped.inc(len(batch))
+
+    async def flush(self) -> None:
+        """Write what is buffered now (at shutdown, and for tests)."""
+        batch: list[ReviewItem] = []
+        while not self._buffer.empty():
+            batch.append(self._buffer.get_nowait())
+        if batch:
+            await self._write(batch)
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+        await self.flush()
+        await self.store.close()
+
+    # -- the operator's side -------------------------------------------------------------------
+    async def page(
+        self, query: ReviewQuery, limit: int, after: str | None
+    ) -> tuple[list[ReviewItem], str | None]:
+        """Up to ``limit`` matching cases older than the cursor ``after``, newest first, and the
+        next page's cursor (None at the end)."""
+        found: list[ReviewItem] = []
+        cursor = after
+        while len(found) < limit:
+            chunk = await self.store.older(cursor, _SCAN)
+            if not chunk:
+                return found, None
+            for item in chunk:
+                if query.matches(item):
+                    found.append(item)
+                    if len(found) == limit:
+                        return found, item.id
+            cursor = chunk[-1].id
+        return found, cursor
+
+    async def get(self, item_id: str) -> ReviewItem | None:
+        return await self.store.get(item_id)
+
+    async def label(self, item_id: str, labels: Labels, rationale: str) -> ReviewItem | None:
+        """Store an operator's labels (and why); None when there is no such case."""
+        item = await self.store.get(item_id)
+        if item is None:
+            return None
+        labeled = item.model_copy(
+            update={"labels": labels, "rationale": rationale, "labeled_at": datetime.now(UTC)}
+        )
+        await self.store.put(labeled)
+        return labeled
+
+    async def publishable(self, ids: Sequence[str] | None, limit: int) -> list[ReviewItem]:
+        """The labeled cases not yet published: ``ids`` (each must be one), else the newest up
+        to ``limit``."""
+        if ids is not None:
+            items = [await self.store.get(i) for i in ids]
+            return [i for i in items if i is not None]
+        found, _ = await self.page(ReviewQuery(labeled=True), self.keep + limit, None)
+        return [i for i in found if i.published_in is None][:limit]
+
+    async def published(self, items: Sequence[ReviewItem], version: int) -> None:
+        for item in items:
+            await self.store.put(item.model_copy(update={"published_in": version}))
+
+
+def as_example(item: ReviewItem) -> ExampleIn:
+    """A labeled case as a bank example (an online bad case, as the paper adds them)."""
+    assert item.labels is not None
+    return ExampleIn(
+        context=Context.model_validate(item.context),
+        suggestion=item.suggestion,
+        labels=item.labels,
+        rationale=item.rationale,
+        source="online_bad_case",
+    )
