@@ -69,6 +69,7 @@ bench: setup
 	$(BIN)/python -m loadtest.bench
 	$(BIN)/python -m loadtest.bench_catalog
 	$(BIN)/python -m loadtest.bench_fleet
+	$(BIN)/python -m loadtest.bench_review
 
 # GRPO-shaped load against a service already running on :8000.
 loadtest: setup

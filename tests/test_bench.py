@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtest import bench, bench_catalog
+from loadtest import bench, bench_catalog, bench_review
 from loadtest._results import write_sections
 
 
@@ -63,6 +63,15 @@ def test_two_versions_compare_side_by_side_in_one_run(tmp_path: Path) -> None:
     assert any("added latency" in f for f in figures) and any("cache hits" in f for f in figures)
     rates = [row for row in rows if "latency" not in row["figure"]]
     assert rates and all(row["base"] > 0 and row["head"] > 0 for row in rates)
+
+
+def test_the_review_queue_benchmark_runs_in_quick_mode(tmp_path: Path) -> None:
+    """The queue off and on (every suggestion sampled), side by side: no request fails."""
+    out = tmp_path / "review.json"
+    assert bench_review.main(["--quick", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["median"]) == {"off", "on"}
+    assert all(r["errors"] == 0 for side in report["rounds"].values() for r in side)
 
 
 @pytest.mark.ray

@@ -6,13 +6,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from fastapi.testclient import TestClient
 
+from eqs_reward.judge.cases import Labels
 from eqs_reward.judge.stub import StubJudge
+from eqs_reward.server.review import RedisReviewStore, ReviewItem, ReviewStore, SQLiteReviewStore
+from eqs_reward.server.review._select import new_id
 from tests._helpers import FAILME, ServerProcess, item, metric, score_body, wait_http
 
 TOKEN = "review-token"
@@ -186,3 +192,38 @@ def test_an_acknowledged_label_survives_sigkill(
         (kept,) = cases(client, 1, labeled=True)
     assert kept["id"] == case["id"] and kept["labels"] == BAD_LABELS
     assert metric(service.url, "eqs_reward_review_dropped_total") == 0
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+async def test_the_store_bounds_unlabeled_cases_and_keeps_labeled_ones(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    store: ReviewStore
+    if backend == "sqlite":
+        store = SQLiteReviewStore(tmp_path / "review.sqlite3")
+    else:
+        client = aioredis.Redis.from_url(request.getfixturevalue("redis_url"))
+        store = RedisReviewStore(client, request.getfixturevalue("redis_prefix") + "review:")
+    made = []
+    for n in range(6):
+        made.append(
+            ReviewItem(
+                id=new_id(), created_at=datetime.now(UTC), reasons=["uniform"],
+                context={"query": "desk"}, suggestion=f"Desks {n}?", status="ok",
+                fewshot_version=1, score_mode="soft", judge_model="stub",
+                prompt_version="qualeqs-v2",
+            )
+        )  # fmt: skip
+    await store.add(made)
+    labeled = made[0].model_copy(update={"labels": Labels(**BAD_LABELS)})
+    await store.put(labeled)  # the oldest, labeled
+    past = datetime(2000, 1, 1, tzinfo=UTC)
+    assert await store.trim(2, past) == 3  # five unlabeled, two kept: the newest
+    kept = [i.id for i in await store.older(None, 100)]
+    assert kept == [made[5].id, made[4].id, made[0].id]
+    assert await store.trim(10, datetime.now(UTC) + timedelta(days=1)) == 2  # too old
+    assert [i.id for i in await store.older(None, 100)] == [made[0].id]
+    assert (await store.get(made[0].id)).labels is not None  # type: ignore[union-attr]
+    await store.close()
+    if backend == "redis":
+        await client.aclose()

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -32,6 +33,8 @@ log = logging.getLogger("eqs_reward.review")
 
 #: Cases read from the store per step while a filtered page is filled.
 _SCAN = 200
+#: How often the bounds are applied (the queue may run over them by what arrives meanwhile).
+TRIM_EVERY_S = 5.0
 
 
 class ReviewQueue:
@@ -48,6 +51,7 @@ class ReviewQueue:
         self._rng = random.Random(seed)
         self._buffer: asyncio.Queue[ReviewItem] = asyncio.Queue(settings.review_buffer)
         self._writer: asyncio.Task[None] | None = None
+        self._trim_at = 0.0
 
     # -- the scoring path's side ---------------------------------------------------------------
     def offer(self, request: ScoreRequest, response: ScoreResponse) -> None:
@@ -78,7 +82,9 @@ class ReviewQueue:
     async def _write(self, batch: list[ReviewItem]) -> None:
         try:
             await self.store.add(batch)
-            await self.store.trim(self.keep, datetime.now(UTC) - self.retention)
+            if time.monotonic() >= self._trim_at:  # the bounds, at most every few seconds
+                self._trim_at = time.monotonic() + TRIM_EVERY_S
+                await self.store.trim(self.keep, datetime.now(UTC) - self.retention)
         except Exception as exc:  # the store is down: these samples are lost, and counted
             log.warning("review queue: %d samples not written: %r", len(batch), exc)
             self.metrics.review_dropped.inc(len(batch))
