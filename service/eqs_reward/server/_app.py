@@ -39,6 +39,7 @@ from eqs_reward.server._middleware import (
 )
 from eqs_reward.server.bank import BankService, BankStore, BankUnavailableError, open_store
 from eqs_reward.server.cache import RedisTier
+from eqs_reward.server.console import router as console_router
 from eqs_reward.server.errors import ServiceError, envelope
 from eqs_reward.server.heads import HeadUnavailableError
 from eqs_reward.server.metrics import Metrics
@@ -199,7 +200,7 @@ def build_app(
     app.state.review = None
     _install_error_handlers(app)
     routers = (score_router, openrlhf_router, slime_router, fewshot_router, review_router)
-    for router in (*routers, health_router):
+    for router in (*routers, health_router, console_router):
         app.include_router(router)
     app.add_middleware(
         BodyLimitMiddleware,

@@ -220,6 +220,14 @@ class Settings(BaseSettings):
         "scoring never waits on the queue",
     )
 
+    # --- operator console --------------------------------------------------------------------
+    console_session_s: float = Field(
+        default=8 * 3600.0, gt=0, description="how long a console sign-in lasts"
+    )
+    console_grafana_url: str | None = Field(
+        default=None, description="the Grafana dashboard the console links to"
+    )
+
     # --- admin and storage -------------------------------------------------------------------
     admin_token: str | None = None
     data_dir: Path = Field(default_factory=default_data_dir)
