@@ -46,7 +46,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $@
 
 serve: setup
-	$(BIN)/eqs-reward serve
+	$(BIN)/eqs-reward serve --create-admin-token
 
 judge: setup
 	$(BIN)/eqs-reward judge

@@ -5,14 +5,24 @@ from __future__ import annotations
 
 import json
 import os
+import stat
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from eqs_reward.cli import main
 from eqs_reward.judge.cases import load_seed_examples
-from tests._helpers import ROOT, ServerProcess
+from tests._helpers import (
+    ROOT,
+    ServerProcess,
+    free_port,
+    service_env,
+    stub_judge_process,
+    wait_http,
+)
 
 TOKEN = "cli-token"
 
@@ -122,3 +132,38 @@ def test_training_options_are_generated_from_their_dataclasses() -> None:
     assert {train.score_mode, warm.score_mode, mine.score_mode} == {"binary"}
     with pytest.raises(SystemExit):
         parser.parse_args(["iterate", "--candidates", "x.jsonl"])  # mining there is generated
+
+
+def test_serve_makes_an_admin_token_for_its_data_dir_once(tmp_path: Path) -> None:
+    """``make serve`` (``--create-admin-token``): with no token configured, one is written to
+    the data directory (readable by its owner only), logged by path, and used; a restart
+    keeps it."""
+    judge = stub_judge_process(tmp_path).start()
+    env = service_env(
+        EQS_REWARD_DATA_DIR=str(tmp_path / "data"),
+        EQS_REWARD_JUDGE_URL=judge.url + "/v1",
+        EQS_REWARD_JUDGE_MODEL="stub",
+    )
+    path = tmp_path / "data" / "admin-token"
+    tokens = []
+    try:
+        for run in range(2):
+            port = free_port()
+            argv = [sys.executable, "-m", "eqs_reward.cli", "serve", "--port", str(port)]
+            log = tmp_path / f"serve-{run}.log"
+            service = ServerProcess([*argv, "--create-admin-token"], port, env, log).start()
+            try:
+                wait_http(service.url + "/ready", 60)
+                token = path.read_text().strip()
+                tokens.append(token)
+                signed_in = httpx.post(
+                    service.url + "/console/login", data={"token": token}, follow_redirects=False
+                )
+                assert signed_in.status_code == 303
+            finally:
+                service.stop()
+            assert str(path) in log.read_text()
+    finally:
+        judge.stop()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert tokens[0] == tokens[1] and len(tokens[0]) >= 32

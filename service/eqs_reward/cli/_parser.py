@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve the reward API [server; embedded]")
     serve.add_argument("--host", default=None, help="bind address (EQS_REWARD_HOST)")
     serve.add_argument("--port", type=int, default=None, help="port (EQS_REWARD_PORT)")
+    serve.add_argument(
+        "--create-admin-token",
+        action="store_true",
+        help="with no EQS_REWARD_ADMIN_TOKEN, use the one in <data dir>/admin-token, made "
+        "there (readable by you only) on first start: the console and bank writes need one",
+    )
     serve.set_defaults(func=cmd_serve)
 
     judge = sub.add_parser("judge", help="run only the embedded vLLM judge [embedded]")

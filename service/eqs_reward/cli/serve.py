@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import secrets
 import signal
 import sys
 from pathlib import Path
@@ -32,6 +34,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         overrides["port"] = args.port
     settings = settings_with(**overrides)
     configure_logging(settings.log_level)
+    if args.create_admin_token and not settings.admin_token:
+        path = settings.data_dir / "admin-token"
+        settings = settings.model_copy(update={"admin_token": admin_token_in(path)})
+        log.info("admin token (console sign-in, bank writes): %s", path)
     if settings.embedded:
         require(
             "embedded",
@@ -45,6 +51,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     serve(settings)
     return 0
+
+
+def admin_token_in(path: Path) -> str:
+    """The admin token kept in ``path``; a new random one written there (mode 0600) if none."""
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            out.write(secrets.token_urlsafe(24) + "\n")
+    return path.read_text(encoding="utf-8").strip()
 
 
 def cmd_judge(args: argparse.Namespace) -> int:
