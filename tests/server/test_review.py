@@ -227,3 +227,18 @@ async def test_the_store_bounds_unlabeled_cases_and_keeps_labeled_ones(
     await store.close()
     if backend == "redis":
         await client.aclose()
+
+
+def test_a_fresh_service_samples_its_first_suggestions(
+    make_client: Callable[..., TestClient],
+) -> None:
+    """So an operator who scores a few suggestions on a fresh install finds them in the queue
+    (then only the uniform share, here 0, and the cases worth a look)."""
+    fresh = make_client(admin_token=TOKEN, review_first=3, review_uniform_rate=0.0)
+    body = score_body(item("desk", "Desks under $300?", "Oak desks?", "White desks with drawers?"))
+    assert fresh.post("/v1/score", json=body).status_code == 200
+    assert len(cases(fresh, 3)) == 3
+    body = score_body(item("lamp", "Lamps under $30?", "Brass lamps?", "Lamps with USB ports?"))
+    fresh.post("/v1/score", json=body)
+    time.sleep(0.3)
+    assert len(cases(fresh, 3)) == 3  # past the first three: the stub's clear verdicts are not

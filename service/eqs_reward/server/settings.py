@@ -200,6 +200,12 @@ class Settings(BaseSettings):
     review_uniform_rate: Share = Field(
         default=0.01, description="of every suggestion, for calibration"
     )
+    review_first: int = Field(
+        default=200,
+        ge=0,
+        description="the first suggestions a service scores are all sampled (a fresh install "
+        "shows what it scores)",
+    )
     review_disagreement_min: float = Field(
         default=0.15,
         ge=0,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -52,12 +53,17 @@ class ReviewQueue:
         self._buffer: asyncio.Queue[ReviewItem] = asyncio.Queue(settings.review_buffer)
         self._writer: asyncio.Task[None] | None = None
         self._trim_at = 0.0
+        self._first = settings.review_first
 
     # -- the scoring path's side ---------------------------------------------------------------
     def offer(self, request: ScoreRequest, response: ScoreResponse) -> None:
         """Sample ``response``'s suggestions worth a look; never waits, never raises."""
+        rules = self.rules
+        if self._first > 0:  # a fresh service samples everything it scores, at first
+            self._first -= sum(len(r.suggestions) for r in response.results)
+            rules = dataclasses.replace(rules, uniform_rate=1.0)
         try:
-            picked = select(request, response, self.rules, self._rng)
+            picked = select(request, response, rules, self._rng)
         except Exception:  # a bug here must cost a sample, never a request
             log.exception("review sampling failed")
             return
