@@ -37,6 +37,8 @@ def test_no_input_gets_a_server_error_or_an_undocumented_answer(
         pytest.fail("schemathesis is not installed: 'make setup' installs the dev extra")
     argv = [
         str(ST),
+        "--config-file",
+        str(Path(__file__).with_name("schemathesis.toml")),
         "run",
         fuzzed.url + "/openapi.json",
         "--checks",
