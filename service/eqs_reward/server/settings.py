@@ -200,17 +200,9 @@ class Settings(BaseSettings):
     review_uniform_rate: Share = Field(
         default=0.01, description="of every suggestion, for calibration"
     )
-    review_first: int = Field(
-        default=200,
-        ge=0,
-        description="the first suggestions a service scores are all sampled (a fresh install "
-        "shows what it scores)",
-    )
+    review_first: int = Field(default=200, ge=0, description="first suggestions, all sampled")
     review_disagreement_min: float = Field(
-        default=0.15,
-        ge=0,
-        le=0.25,
-        description="the group disagreement u_q that samples an item's suggestions",
+        default=0.15, ge=0, le=0.25, description="the disagreement u_q that samples an item"
     )
     review_near_margin: float = Field(
         default=0.05, ge=0, le=0.5, description="how close to 0.5 a soft judge verdict is sampled"
