@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -399,3 +400,38 @@ def test_get_reward_failure_policy_zero(make_client: Any, stub: StubJudge) -> No
     answer = client.post("/get_reward", json=body).json()
     assert answer["rewards"][1] == 0.0 and answer["extra_logs"]["failed"] == [0.0, 1.0]
     assert answer["rewards"][0] > 0
+
+
+def test_the_first_call_on_a_cold_prefix_goes_alone_then_the_rest_together(
+    tmp_path: Path, stub: StubJudge
+) -> None:
+    """vLLM caches a prompt prefix only once computed: calls sent together on a new few-shot
+    prefix would each compute it whole. The first call goes alone; the others start when it
+    has ended, together; a later request on the same prefix does not wait."""
+    stub.behaviour.delay_s = 0.3
+    busy: list[int] = []  # calls already in flight when each call started
+    running = [0]
+    inner = stub.app()
+
+    async def counted(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not scope["path"].endswith("/chat/completions"):
+            await inner(scope, receive, send)
+            return
+        busy.append(running[0])
+        running[0] += 1
+        try:
+            await inner(scope, receive, send)
+        finally:
+            running[0] -= 1
+
+    app = build_app(make_settings(tmp_path), judge_transport=httpx.ASGITransport(app=counted))
+    texts = [f"{GOOD} number {n}?" for n in range(5)]
+    with TestClient(app) as client:
+        first = client.post("/v1/score", json=score_body(item("blender", *texts), k=5))
+        assert first.status_code == 200, first.text
+        assert busy[:2] == [0, 0]  # the primer ran alone, and had ended before the next began
+        assert max(busy) == 3  # then the other four at once
+        busy.clear()
+        again = [t + " again" for t in texts]
+        assert client.post("/v1/score", json=score_body(item("blender", *again), k=5)).is_success
+        assert max(busy) == 4  # a primed prefix: all five at once

@@ -111,7 +111,27 @@ def prepare_model(models_dir: Path) -> Path:
     return target
 
 
-def vllm_command(model_dir: Path, served_name: str, port: int, max_model_len: int) -> list[str]:
+#: CPU features with native bfloat16 arithmetic. Without them PyTorch emulates bf16 and the
+#: judge runs about four times slower than in float32 (measured on an AVX2-only EPYC: a cold
+#: 1,400-token prompt took 73 s in bf16 and 17 s in float32), so ``auto`` picks float32 there.
+_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def resolve_dtype(dtype: str, cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The vLLM dtype for the setting: ``auto`` is bfloat16 where the CPU computes in it
+    natively, float32 elsewhere; any other value is used as given."""
+    if dtype != "auto":
+        return dtype
+    try:
+        flags = set(cpuinfo.read_text(encoding="utf-8", errors="replace").split())
+    except OSError:
+        return "float32"
+    return "bfloat16" if flags & set(_BF16_FLAGS) else "float32"
+
+
+def vllm_command(
+    model_dir: Path, served_name: str, port: int, max_model_len: int, dtype: str = "auto"
+) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -125,7 +145,7 @@ def vllm_command(model_dir: Path, served_name: str, port: int, max_model_len: in
         "--port",
         str(port),
         "--dtype",
-        "bfloat16",
+        resolve_dtype(dtype),
         "--max-model-len",
         str(max_model_len),
         "--enforce-eager",
@@ -155,6 +175,7 @@ class EmbeddedJudge:
     _: KW_ONLY
     kvcache_gib: int = 2
     max_model_len: int = 4096
+    dtype: str = "auto"
     start_timeout_s: float = 600.0
     restart_backoff_max_s: float = 30.0
     on_restart: Callable[[], None] | None = None
@@ -229,7 +250,9 @@ class EmbeddedJudge:
         env.setdefault("DO_NOT_TRACK", "1")
         env["HF_HUB_OFFLINE"] = "1"
         env["TRANSFORMERS_OFFLINE"] = "1"
-        command = vllm_command(model_dir, self.served_name, self.port, self.max_model_len)
+        command = vllm_command(
+            model_dir, self.served_name, self.port, self.max_model_len, self.dtype
+        )
         with open(self.log_path, "ab") as out:
             self.process = subprocess.Popen(
                 command,

@@ -70,6 +70,7 @@ def embedded_judge(settings: Settings, metrics: Metrics) -> EmbeddedJudge:
         settings.models_dir,
         kvcache_gib=settings.embedded_kvcache_gib,
         max_model_len=settings.embedded_max_model_len,
+        dtype=settings.embedded_dtype,
         start_timeout_s=settings.embedded_start_timeout_s,
         restart_backoff_max_s=settings.embedded_restart_backoff_max_s,
         on_restart=metrics.embedded_restarts.inc,

@@ -11,6 +11,7 @@ cache serves it). A finished call's scores are written to the score cache here, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -104,6 +105,11 @@ class JudgePool:
         self._slots = asyncio.Semaphore(settings.judge_concurrency)
         self._waiting = 0
         self._prefix: dict[str, list[dict[str, str]]] = {}
+        # Per prefix, set once its first call has ended: vLLM caches a prefix only after
+        # computing it, so calls sent together on a cold prefix would each compute it whole
+        # (32 at once on a CPU judge took minutes); the first goes alone, the rest follow.
+        self._primed: dict[str, asyncio.Event] = {}
+        self._prime_wait_s = settings.judge_timeout_s
 
     def start(
         self, key: str, case: Case, bank_version: BankVersion, mode: ScoreMode, cache: bool
@@ -173,9 +179,11 @@ class JudgePool:
             self.metrics.cache_hits.labels("inflight").inc()
         return Outcome(scores, shared)
 
-    def _prefix_messages(self, head: LLMHead, bank_version: BankVersion) -> list[dict[str, str]]:
+    def _prefix_messages(
+        self, head: LLMHead, bank_version: BankVersion
+    ) -> tuple[str, list[dict[str, str]]]:
         """The head's system prompt and (for the judge) the bank's examples: the same prefix for
-        every call of a head and version, so vLLM's prefix cache serves it."""
+        every call of a head and version, so vLLM's prefix cache serves it; and its id."""
         cache_id = f"{head.version}/{bank_version.cache_id if head.uses_bank else '-'}"
         prefix = self._prefix.get(cache_id)
         if prefix is None:
@@ -188,8 +196,22 @@ class JudgePool:
             prefix = head.prompt.messages(examples, probe, "-")[:-1]
             if len(self._prefix) > 16:
                 self._prefix.clear()
+                self._primed.clear()
             self._prefix[cache_id] = prefix
-        return prefix
+        return cache_id, prefix
+
+    async def _prime(self, prefix_id: str) -> asyncio.Event | None:
+        """Wait while another call computes this prefix for the first time (at most one
+        call's timeout: a stuck primer holds nobody for long); the first call gets the event
+        to set when it ends."""
+        primed = self._primed.get(prefix_id)
+        if primed is None:
+            primed = self._primed[prefix_id] = asyncio.Event()
+            return primed
+        if not primed.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(primed.wait(), self._prime_wait_s)
+        return None
 
     async def _call(
         self, bank_version: BankVersion, key: str, case: Case, mode: ScoreMode, *, store: bool
@@ -212,15 +234,22 @@ class JudgePool:
         self, bank_version: BankVersion, key: str, case: Case, mode: ScoreMode, *, store: bool
     ) -> Scores:
         head = case.head
+        prefix_id, prefix = self._prefix_messages(head, bank_version)
         messages = [
-            *self._prefix_messages(head, bank_version),
+            *prefix,
             {"role": "user", "content": head.prompt.case_message(case.context, case.suggestion)},
         ]
         m = self.metrics
         self._waiting += 1
         m.judge_queue.set(self._waiting)
         try:
-            await self._slots.acquire()
+            primer = await self._prime(prefix_id)
+            try:
+                await self._slots.acquire()
+            except BaseException:
+                if primer is not None:
+                    primer.set()
+                raise
         finally:
             self._waiting -= 1
             m.judge_queue.set(self._waiting)
@@ -249,6 +278,8 @@ class JudgePool:
             m.head_duration.labels(head.name).observe(elapsed)
             m.judge_in_flight.dec()
             self._slots.release()
+            if primer is not None:
+                primer.set()
         m.judge_calls.labels("ok" if verdict.attempts == 1 else "retried").inc()
         self.finished.add()
         if store:

@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     embedded_port: int = Field(default=8011, ge=1, le=65535)
     embedded_kvcache_gib: int = Field(default=2, ge=1)
     embedded_max_model_len: int = Field(default=4096, ge=512)
+    embedded_dtype: Literal["auto", "bfloat16", "float32"] = Field(
+        default="auto",
+        description="the judge's vLLM dtype; auto: bfloat16 on CPUs with native bf16, else float32",
+    )
     embedded_start_timeout_s: float = Field(default=600.0, gt=0)
     embedded_restart_backoff_max_s: float = Field(default=30.0, gt=0)
 
