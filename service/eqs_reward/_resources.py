@@ -43,6 +43,7 @@ def demo_dir() -> Path:
 
 
 def judge_cases_dir() -> Path:
-    """The packaged labeled cases: ``train.jsonl`` (the taught head fits on it, minus held-out
-    queries) and ``dev.jsonl`` (validation only, never fit on); see ``SOURCES.md`` there."""
+    """The packaged labeled cases: ``train.jsonl`` and ``train_extra.jsonl`` (the taught head
+    fits on them, minus held-out queries) and ``dev.jsonl`` (validation only, never fit on);
+    see ``SOURCES.md`` there."""
     return _as_path(_packaged("judge_cases"))

@@ -57,16 +57,17 @@ def test_a_dimension_of_a_recipe_is_its_reward_with_the_others_at_one() -> None:
     assert math.prod(taught.values()) == pytest.approx(product)
 
 
-def test_a_refit_with_new_weights_is_a_new_recipe_version(tmp_path: Path) -> None:
+def test_a_refit_that_changes_the_stacking_is_a_new_recipe_version(tmp_path: Path) -> None:
+    import tomllib
+
     path = tmp_path / "qualeqs-taught.toml"
     assert _next_version(path, {}) == 1
     path.write_text((prompts_dir() / "recipes" / "qualeqs-taught.toml").read_text())
-    text = path.read_text()
-    current = int(re.search(r"^version = (\d+)", text, re.M).group(1))  # type: ignore[union-attr]
-    weights = re.findall(r"weights = \[([\d.]+),", text)
-    same = {d: {"judge_weight": float(w)} for d, w in zip(DIMENSIONS, weights, strict=True)}
-    assert _next_version(path, same) == current
-    moved = {d: {"judge_weight": 0.5} for d in DIMENSIONS}
+    shipped = tomllib.loads(path.read_text())
+    current = shipped["version"]
+    terms = dict(zip(DIMENSIONS, shipped["suggestion_reward"]["product"], strict=True))
+    assert _next_version(path, terms) == current
+    moved = {d: {"stacked": {**t["stacked"], "threshold": 0.42}} for d, t in terms.items()}
     assert _next_version(path, moved) == current + 1
 
 
@@ -93,9 +94,12 @@ def test_the_readme_quotes_the_committed_report_and_nothing_else() -> None:
 def test_fit_writes_a_recipe_the_service_loads(
     tmp_path: Path, running_service: Callable[..., ServerProcess]
 ) -> None:
-    """``eqs-reward fidelity fit`` against a running service (on the stub judge, which knows
-    nothing): the weights come from the grid, the taught head's out-of-fold AUCs are the
-    head's own (fit and read through ``TaughtHead``), and the recipe file it writes loads."""
+    """``eqs-reward fidelity fit`` against a running service (on the stub judge, whose keyword
+    rules know a little): the taught head's out-of-fold AUCs are the head's own (fit and read
+    through ``TaughtHead``), the stacked ones are no worse than the better input by more than
+    noise, and the recipe file it writes loads, with a threshold and power per dimension."""
+    import tomllib
+
     from eqs_reward.cli import main
 
     out = tmp_path / "recipes" / "qualeqs-taught.toml"
@@ -106,7 +110,12 @@ def test_fit_writes_a_recipe_the_service_loads(
     assert recipe.version == 1
     text = out.read_text()
     for dimension in DIMENSIONS:
-        taught = float(re.search(rf"#   {dimension}: [\d.na]+ / ([\d.]+)", text).group(1))  # type: ignore[union-attr]
+        line = re.search(rf"#   {dimension}: ([\d.na]+) / ([\d.]+) / ([\d.]+)", text)
+        assert line is not None, text
+        judge, taught, stacked = (float(x) for x in line.groups())
         assert taught > 0.85, (dimension, text)  # the head alone, out of fold, on train
-    weights = [float(w) for w in re.findall(r"weights = \[([\d.]+),", text)]
-    assert len(weights) == 3 and all(w * 20 == round(w * 20) for w in weights)
+        assert stacked >= max(taught, judge if judge == judge else 0) - 0.03, (dimension, text)
+    for term in tomllib.loads(text)["suggestion_reward"]["product"]:
+        stacked = term["stacked"]
+        assert 0 < stacked["threshold"] < 1 and stacked["power"] in (0.25, 0.5, 1.0, 2.0)
+        assert stacked["coef"][0] >= 0  # a judge read backwards gets no weight

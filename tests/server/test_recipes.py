@@ -343,6 +343,30 @@ def test_a_recipe_version_changes_the_keys_of_exactly_its_scores(tmp_path: Path)
         ('id = "other"', "file name"),
         ("version = 0", "positive integer"),
         ('[heads.judge]\nprompt = "x"', "no setting"),
+        (
+            'suggestion_reward = { stacked = { terms = ["judge.answerability"], coef = [1], '
+            "intercept = 0, threshold = 1.5, power = 1 } }",
+            "threshold",
+        ),
+        (
+            'suggestion_reward = { stacked = { terms = ["judge.answerability"], coef = [], '
+            "intercept = 0, threshold = 0.5, power = 1 } }",
+            "as many coefficients",
+        ),
+        (
+            'suggestion_reward = { stacked = { terms = ["judge.answerability"], coef = [1], '
+            "intercept = 0, threshold = 0.5, power = 0 } }",
+            "power",
+        ),
+        (
+            'suggestion_reward = { stacked = { terms = ["judge.answerability"], coef = [1], '
+            "intercept = nan, threshold = 0.5, power = 1 } }",
+            "finite",
+        ),
+        (
+            'suggestion_reward = { stacked = { terms = ["judge.answerability"], coef = [1] } }',
+            "needs",
+        ),
     ],
 )
 def test_a_recipe_file_is_checked_and_never_run(tmp_path: Path, change: str, message: str) -> None:
@@ -377,3 +401,50 @@ def test_gqr_list_formula_and_weighted_terms(tmp_path: Path) -> None:
     rows = [{"shopper.tap": p, "reward": p} for p in (0.5, 0.2, 0.1)]
     assert recipe.key == "gqr@3"
     assert recipe.set_reward(1.0, rows, {}) == pytest.approx(0.5 + 1 - 0.5 * 0.8 * 0.9)
+
+
+def test_a_stacked_term_is_a_logistic_model_soft_and_its_threshold_binary(
+    tmp_path: Path,
+) -> None:
+    """``stacked``: sigmoid(intercept + sum coef * logit(term)) to its power; in binary mode 1
+    at or above the stored threshold (before the power), else 0; a hard 0 or 1 is clipped,
+    never an infinite log-odds."""
+    path = tmp_path / "stack.toml"
+    path.write_text(
+        'id = "stack"\nversion = 1\n'
+        'suggestion_reward = { product = [{ stacked = { terms = ["judge.factuality", '
+        '"taught.factuality"], coef = [0.5, 2.0], intercept = -1.0, threshold = 0.6, '
+        "power = 2 } }] }\n"
+        'set_reward = { product = ["format", { mean_over = "reward" }] }\n'
+        "[heads.judge]\n[heads.taught]\n"
+    )
+    recipe = Recipe.from_toml(path)
+
+    def logit(p: float) -> float:
+        return math.log(p / (1 - p))
+
+    signals = {"judge.factuality": 0.3, "taught.factuality": 0.8}
+    p = 1 / (1 + math.exp(-(-1.0 + 0.5 * logit(0.3) + 2.0 * logit(0.8))))
+    assert recipe.suggestion_reward(signals) == pytest.approx(p**2)
+    assert recipe.dimensions(signals) is None  # one term, not one per dimension
+    assert recipe.suggestion_reward(signals, binary=True) == (1.0 if p >= 0.6 else 0.0)
+    low = {"judge.factuality": 0.0, "taught.factuality": 0.1}
+    assert recipe.suggestion_reward(low, binary=True) == 0.0
+    assert 0.0 < recipe.suggestion_reward(low) < 1e-3
+    high = {"judge.factuality": 1.0, "taught.factuality": 1.0}
+    assert recipe.suggestion_reward(high, binary=True) == 1.0
+    assert math.isfinite(recipe.suggestion_reward(high))
+
+
+def test_the_shipped_default_recipe_thresholds_each_dimension_in_binary_mode() -> None:
+    recipe = load_recipes(_resources.prompts_dir() / "recipes")["qualeqs-taught"]
+    rng = [n / 10 for n in range(11)]
+    for value in rng:
+        signals = {
+            f"{h}.{d}": value
+            for h in ("judge", "taught")
+            for d in ("answerability", "factuality", "information_gain")
+        }
+        dimensions = recipe.dimensions(signals, binary=True)
+        assert dimensions is not None and set(dimensions.values()) <= {0.0, 1.0}
+        assert recipe.suggestion_reward(signals, binary=True) == math.prod(dimensions.values())

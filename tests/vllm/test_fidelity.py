@@ -48,11 +48,12 @@ def test_the_default_reward_holds_its_fidelity_floors_and_the_gate_refuses_a_wor
     validation = next(r for r in measured if r["split"] == "validation")
     assert validation["median_reward_good"] > validation["p75_reward_others"]
 
-    # A deliberately worse change: the default recipe's weights moved to the judge alone.
+    # A deliberately worse change: the default recipe's stacking moved to the judge alone.
     prompts = tmp_path / "prompts"
     shutil.copytree(ROOT / "prompts", prompts)
     recipe = prompts / "recipes" / "qualeqs-taught.toml"
-    text = re.sub(r"weights = \[[^\]]*\]", "weights = [1, 0]", recipe.read_text())
+    text = re.sub(r"coef = \[[^\]]*\]", "coef = [1, 0]", recipe.read_text())
+    assert text != recipe.read_text()
     recipe.write_text(text)
     worse = service_process(
         tmp_path,

@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--readme", default=None, help="quote the table in this README")
     report.set_defaults(func=cmd_fidelity_report)
     fit_weights = fidelity_sub.add_parser(
-        "fit", help="fit the taught recipe's weights for the service's judge; write the recipe"
+        "fit", help="fit the taught recipe's stacking for the service's judge; write the recipe"
     )
     fit_weights.add_argument("--url", default=DEFAULT_URL)
     fit_weights.add_argument("--out", default="prompts/recipes/qualeqs-taught.toml")

@@ -85,7 +85,7 @@ def cmd_fidelity_fit(args: argparse.Namespace) -> int:
     with RewardClient(args.url) as client:
         bank = client.fewshot()
     examples = [Example.model_validate(e, strict=False) for e in bank["examples"]]
-    result = fidelity.fit_weights(args.url, Path(args.out), examples)
+    result = fidelity.fit_stacking(args.url, Path(args.out), examples)
     print(json.dumps(result, indent=1, default=str))
     print(f"recipe: {args.out}")
     return 0

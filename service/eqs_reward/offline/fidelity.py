@@ -6,9 +6,10 @@
   and for the product (the suggestion reward), the ROC AUC against the labels (a suggestion is
   good when all three labels are 1), and the median reward of the good suggestions against the
   75th percentile of the others.
-- ``fit_weights`` fits the taught recipe's combination: per dimension, the weight of the
-  judge's soft score against the taught head's out-of-fold probability, chosen on the fitting
-  cases only (query-grouped folds), and writes the recipe file.
+- ``fit_stacking`` fits the taught recipe's combination: per dimension, a logistic stacker
+  over the judge's soft score and the taught head's out-of-fold probability, its binary
+  threshold and its power in the product, chosen on the fitting cases only (query-grouped
+  folds), and writes the recipe file.
 - ``check`` compares a report with committed floors; ``eqs-reward fidelity report --floors``
   and the CI test refuse a change that lowers any of them.
 
@@ -36,7 +37,7 @@ from eqs_reward.types import DIMENSIONS, ScoreMode
 __all__ = [
     "check",
     "fit_cases",
-    "fit_weights",
+    "fit_stacking",
     "measure",
     "quote_in_readme",
     "render",
@@ -49,19 +50,24 @@ def _cases(name: str) -> list[dict[str, Any]]:
     return read_jsonl(judge_cases_dir() / name)
 
 
+def _training() -> list[dict[str, Any]]:
+    from eqs_reward.server.heads.taught import TRAINING_FILES
+
+    return [case for name in TRAINING_FILES for case in _cases(name)]
+
+
 def validation_cases() -> list[dict[str, Any]]:
     """``dev.jsonl`` and the held-out queries' training cases."""
     from eqs_reward.server.heads.taught import held_out
 
-    held = [c for c in _cases("train.jsonl") if held_out(c["context"]["query"])]
-    return _cases("dev.jsonl") + held
+    return _cases("dev.jsonl") + [c for c in _training() if held_out(c["context"]["query"])]
 
 
 def fit_cases() -> list[dict[str, Any]]:
-    """The training cases the taught head and the recipe weights are fit on."""
+    """The training cases the taught head and the recipe's stacking are fit on."""
     from eqs_reward.server.heads.taught import held_out
 
-    return [c for c in _cases("train.jsonl") if not held_out(c["context"]["query"])]
+    return [c for c in _training() if not held_out(c["context"]["query"])]
 
 
 def _good(case: dict[str, Any]) -> int:
@@ -74,6 +80,10 @@ def _auc(labels: Sequence[int], values: Sequence[float]) -> float:
     return roc_auc(labels, values)
 
 
+#: Cases per request (under the service's default item limit).
+BATCH_ITEMS = 128
+
+
 def _score(
     url: str, cases: Sequence[dict[str, Any]], recipe: str | None, mode: ScoreMode, cache: bool
 ) -> tuple[list[Any], dict[str, Any]]:
@@ -81,13 +91,24 @@ def _score(
         {"id": str(n), "context": c["context"], "suggestions": [c["suggestion"]]}
         for n, c in enumerate(cases)
     ]
+    scored: list[Any] = []
+    meta: dict[str, Any] = {}
     with RewardClient(url, k=1, score_mode=mode, recipe=recipe, timeout_s=600) as client:
-        response = client.score(items, cache=cache)
-    return [r.suggestions[0] for r in response.results], response.meta.to_dict()
+        for start in range(0, len(items), BATCH_ITEMS):
+            response = client.score(items[start : start + BATCH_ITEMS], cache=cache)
+            scored += [r.suggestions[0] for r in response.results]
+            meta = response.meta.to_dict()
+    return scored, meta
 
 
-def dimension_values(recipe: Any, signals: dict[str, float]) -> dict[str, float]:
-    """Each dimension's value under a recipe (its reward, the other dimensions' signals at 1)."""
+def dimension_values(
+    recipe: Any, signals: dict[str, float], binary: bool = False
+) -> dict[str, float]:
+    """Each dimension's value under a recipe: its own term when the reward is a product of
+    one term per dimension, else its reward with the other dimensions' signals at 1."""
+    terms = recipe.dimensions(signals, binary)
+    if terms is not None:
+        return dict(terms)
     out = {}
     for dimension in DIMENSIONS:
         others = {
@@ -95,7 +116,7 @@ def dimension_values(recipe: Any, signals: dict[str, float]) -> dict[str, float]
             for name in signals
             if name.rsplit(".", 1)[-1] in DIMENSIONS and not name.endswith("." + dimension)
         }
-        out[dimension] = recipe.suggestion_reward({**signals, **others})
+        out[dimension] = recipe.suggestion_reward({**signals, **others}, binary)
     return out
 
 
@@ -137,7 +158,7 @@ def measure(
     ]
     good = [_good(c) for c, _ in rows]
     rewards = [float(s.reward) for _, s in rows]
-    values = [dimension_values(definition, dict(s.signals)) for _, s in rows]
+    values = [dimension_values(definition, dict(s.signals), mode == "binary") for _, s in rows]
     auc = {d: _auc([c["labels"][d] for c, _ in rows], [v[d] for v in values]) for d in DIMENSIONS}
     auc["product"] = _auc(good, rewards)
     good_rewards = [r for r, g in zip(rewards, good, strict=True) if g]
@@ -176,8 +197,12 @@ def check(report: dict[str, Any], floors: dict[str, Any]) -> list[str]:
     return failures
 
 
-# -- fitting the combination ------------------------------------------------------------------
-WEIGHT_GRID = [n / 20 for n in range(21)]
+# -- fitting the stacking -------------------------------------------------------------------
+#: The powers a dimension's stacked probability may be raised to in the product (chosen per
+#: dimension on out-of-fold product ROC AUC; 1 on a tie).
+POWER_GRID = (0.25, 0.5, 1.0, 2.0)
+#: Inverse L2 strength of the per-dimension stacker (two inputs, a few hundred rows).
+STACKER_C = 1.0
 
 
 def _oof_taught(cases: Sequence[dict[str, Any]], examples: Sequence[Any]) -> dict[str, list[float]]:
@@ -210,93 +235,186 @@ def _oof_taught(cases: Sequence[dict[str, Any]], examples: Sequence[Any]) -> dic
     return out
 
 
-def fit_weights(url: str, recipe_path: Path, examples: Sequence[Any]) -> dict[str, Any]:
-    """Fit the taught recipe's per-dimension weights on the fitting cases and write the recipe.
+def _logits(values: Sequence[float]) -> Any:
+    import numpy as np
+
+    from eqs_reward.server.recipes import _STACKED_EPSILON
+
+    p = np.clip(np.asarray(values, dtype=np.float64), _STACKED_EPSILON, 1 - _STACKED_EPSILON)
+    return np.log(p / (1 - p))
+
+
+def _threshold(labels: Sequence[int], probabilities: Sequence[float]) -> float:
+    """The binary mode's cut: the probability that best separates the labels out of fold
+    (balanced accuracy, so a dimension that is mostly 1 still gets 0s where they belong)."""
+    best, cut = -1.0, 0.5
+    positives = max(1, sum(labels))
+    negatives = max(1, len(labels) - sum(labels))
+    for t in [n / 100 for n in range(5, 96)]:
+        hit = sum(1 for y, p in zip(labels, probabilities, strict=True) if (p >= t) == bool(y))
+        tp = sum(1 for y, p in zip(labels, probabilities, strict=True) if y and p >= t)
+        tn = hit - tp
+        score = tp / positives + tn / negatives
+        if score > best + 1e-9:
+            best, cut = score, t
+    return cut
+
+
+def _stack(
+    labels: Sequence[int], judge: Sequence[float], taught: Sequence[float], groups: Sequence[str]
+) -> dict[str, Any]:
+    """One dimension's stacker: a logistic regression over the log-odds of the judge's soft
+    score and of the taught head's out-of-fold probability, its own out-of-fold predictions
+    (query-grouped) and its binary threshold. A judge that ranks a dimension backwards gets
+    no weight (its log-odds are dropped) rather than a negative one: the stacker corrects a
+    weak judge's scale, it does not learn to read it upside down."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GroupKFold
+
+    y = np.asarray(labels)
+    columns = [_logits(judge), _logits(taught)]
+    use = [True, True]
+    for _ in range(2):
+        x = np.column_stack([c for c, u in zip(columns, use, strict=True) if u])
+        model = LogisticRegression(C=STACKER_C, max_iter=1000).fit(x, y)
+        if not use[0] or model.coef_[0][0] >= 0:
+            break
+        use[0] = False
+    weights = iter(float(c) for c in model.coef_[0])
+    coef = [next(weights) if u else 0.0 for u in use]
+    oof = np.zeros(len(y))
+    for train, test in GroupKFold(5).split(x, groups=groups):
+        fold = LogisticRegression(C=STACKER_C, max_iter=1000).fit(x[train], y[train])
+        oof[test] = fold.predict_proba(x[test])[:, 1]
+    return {
+        "coef": [round(c, 4) for c in coef],
+        "intercept": round(float(model.intercept_[0]), 4),
+        "threshold": _threshold(list(y), list(oof)),
+        "oof": [float(p) for p in oof],
+        "auc_judge": _auc(labels, judge),
+        "auc_taught": _auc(labels, taught),
+        "auc_stacked": _auc(labels, list(oof)),
+    }
+
+
+def _powers(good: Sequence[int], oof: dict[str, list[float]]) -> dict[str, float]:
+    """Per dimension, the power of its stacked probability in the product with the best
+    out-of-fold product ROC AUC (nearest to 1 on a tie)."""
+    import itertools
+
+    def auc(powers: Sequence[float]) -> float:
+        rewards = [
+            math.prod(oof[d][n] ** p for d, p in zip(DIMENSIONS, powers, strict=True))
+            for n in range(len(good))
+        ]
+        return _auc(good, rewards)
+
+    best = max(
+        itertools.product(POWER_GRID, repeat=len(DIMENSIONS)),
+        key=lambda powers: (round(auc(powers), 6), -sum(abs(math.log(p)) for p in powers)),
+    )
+    return dict(zip(DIMENSIONS, best, strict=True))
+
+
+def fit_stacking(url: str, recipe_path: Path, examples: Sequence[Any]) -> dict[str, Any]:
+    """Fit the taught recipe's stacking on the fitting cases and write the recipe.
 
     The judge's soft scores come from the service at ``url`` (recipe ``qualeqs``: the judge
     alone, with the bank's examples in its prompt; ``examples`` are those, kept out of the
-    cases). The weight of the judge against the taught head is the one of ``WEIGHT_GRID`` with
-    the best out-of-fold ROC AUC per dimension (the smaller judge weight on a tie)."""
+    cases). Per dimension, a stacker over the judge's and the taught head's (out-of-fold)
+    log-odds, its binary threshold, and the power of its probability in the product, all
+    chosen on the fitting cases out of fold, grouped by query; never on the validation split."""
     shown = {(e.context.query, e.suggestion) for e in examples}
     cases = [c for c in fit_cases() if (c["context"]["query"], c["suggestion"]) not in shown]
     scored, meta = _score(url, cases, "qualeqs", "soft", cache=True)
     keep = [n for n, s in enumerate(scored) if s.status == "ok"]
     taught = _oof_taught(cases, examples)
+    groups = [cases[n]["context"]["query"] for n in keep]
     fitted: dict[str, Any] = {}
     for d in DIMENSIONS:
-        labels = [cases[n]["labels"][d] for n in keep]
-        judge = [float(scored[n].dimension(d) or 0.0) for n in keep]
-        oof = [taught[d][n] for n in keep]
-        best = max(
-            WEIGHT_GRID,
-            key=lambda w: (
-                _auc(labels, [w * j + (1 - w) * t for j, t in zip(judge, oof, strict=True)]),
-                -w,
-            ),
+        fitted[d] = _stack(
+            [cases[n]["labels"][d] for n in keep],
+            [float(scored[n].dimension(d) or 0.0) for n in keep],
+            [taught[d][n] for n in keep],
+            groups,
         )
-        fitted[d] = {
-            "judge_weight": best,
-            "auc_judge": _auc(labels, judge),
-            "auc_taught": _auc(labels, oof),
-            "auc_blend": _auc(
-                labels, [best * j + (1 - best) * t for j, t in zip(judge, oof, strict=True)]
-            ),
-        }
-    version = _next_version(recipe_path, fitted)
-    recipe_path.write_text(_recipe_text(fitted, meta, len(keep), version), encoding="utf-8")
+    powers = _powers([_good(cases[n]) for n in keep], {d: fitted[d]["oof"] for d in DIMENSIONS})
+    for d in DIMENSIONS:
+        fitted[d]["power"] = powers[d]
+        del fitted[d]["oof"]
+    terms = {d: _stacked_term(d, fitted[d]) for d in DIMENSIONS}
+    version = _next_version(recipe_path, terms)
+    recipe_path.write_text(_recipe_text(fitted, terms, meta, len(keep), version), "utf-8")
     return {"cases": len(keep), "judge_model": meta.get("judge_model"), "dimensions": fitted}
 
 
-def _next_version(path: Path, fitted: dict[str, Any]) -> int:
-    """The recipe's version: the same when the weights are unchanged, else one more (scores
-    computed under a recipe are keyed by its version: new weights must not meet old entries)."""
+def _stacked_term(dimension: str, fitted: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "stacked": {
+            "terms": [f"judge.{dimension}", f"taught.{dimension}"],
+            "coef": fitted["coef"],
+            "intercept": fitted["intercept"],
+            "threshold": fitted["threshold"],
+            "power": fitted["power"],
+        }
+    }
+
+
+def _next_version(path: Path, terms: dict[str, Any]) -> int:
+    """The recipe's version: the same when its terms are unchanged, else one more (scores
+    computed under a recipe are keyed by its version: a new fit must not meet old entries)."""
     if not path.is_file():
         return 1
     import tomllib
 
     old = tomllib.loads(path.read_text(encoding="utf-8"))
-    weights = [term["weighted"]["weights"][0] for term in old["suggestion_reward"]["product"]]
-    same = weights == [fitted[d]["judge_weight"] for d in DIMENSIONS]
+    same = old["suggestion_reward"]["product"] == [terms[d] for d in DIMENSIONS]
     return int(old["version"]) if same else int(old["version"]) + 1
 
 
-def _recipe_text(fitted: dict[str, Any], meta: dict[str, Any], cases: int, version: int) -> str:
-    terms = []
-    for d in DIMENSIONS:
-        w = fitted[d]["judge_weight"]
-        terms.append(
-            f'  {{ weighted = {{ terms = ["judge.{d}", "taught.{d}"], '
-            f"weights = [{w:g}, {1 - w:g}] }} }},"
-        )
+def _toml(value: Any) -> str:
+    """A term as an inline TOML table (numbers, strings, lists and tables only)."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def _recipe_text(
+    fitted: dict[str, Any], terms: dict[str, Any], meta: dict[str, Any], cases: int, version: int
+) -> str:
     lines = [
-        "# QualEQS with the taught head: per dimension, the judge's soft score and the taught",
-        "# head's probability, combined by weights fit on labels (not set by hand):",
+        "# QualEQS with the taught head: per dimension, a logistic stacker over the judge's soft",
+        "# score and the taught head's probability, fit on labels (not set by hand):",
         "#   eqs-reward fidelity fit  (against a service running the judge it is fit for)",
         f"# Fit {datetime.now(UTC):%Y-%m-%d} on {cases} packaged training cases (held-out queries",
         f"# and the bank's examples left out) for judge {meta.get('judge_model')!s}, prompt "
         f"{meta.get('prompt_version')!s};",
-        "# out-of-fold ROC AUC per dimension (judge alone / taught alone / combined):",
+        "# out-of-fold ROC AUC per dimension (judge alone / taught alone / stacked):",
     ]
     for d in DIMENSIONS:
         f = fitted[d]
         lines.append(
-            f"#   {d}: {f['auc_judge']:.3f} / {f['auc_taught']:.3f} / {f['auc_blend']:.3f}"
+            f"#   {d}: {f['auc_judge']:.3f} / {f['auc_taught']:.3f} / {f['auc_stacked']:.3f}"
         )
     lines += [
-        "#   r(s) = product over the three dimensions of the combined value",
+        "# binary mode: each dimension is 1 when its stacked probability reaches its threshold",
+        "#   r(s) = product over the three dimensions of the stacked value (to its power)",
         "#   r_q  = r_f * mean_s r(s)",
         "",
         'id = "qualeqs-taught"',
         f"version = {version}",
-        'description = "QualEQS dimensions from the judge and the taught head, combined by '
-        "weights fit on labeled cases; the paper's product and set reward.\"",
+        'description = "QualEQS dimensions from the judge and the taught head, stacked by a '
+        "model fit on labeled cases; the paper's product and set reward.\"",
         "",
         "[heads.judge]",
         "[heads.taught]",
         "",
         "[suggestion_reward]",
         "product = [",
-        *terms,
+        *(f"  {_toml(terms[d])}," for d in DIMENSIONS),
         "]",
         "",
         "[set_reward]",

@@ -87,7 +87,7 @@ def prepare(
                 judge_model=judge_model,
                 versions=f"{head.version}+{guard.version}+{plan.recipe.key}",
                 fewshot_version=bank_version.cache_id if head.uses_bank else "-",
-                score_mode=options.score_mode,
+                score_mode=plan.recipe.judge_mode(options.score_mode),
                 context=context,
                 suggestion=suggestion,
             )

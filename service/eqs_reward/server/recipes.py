@@ -10,7 +10,11 @@ values and evaluated here; nothing in the file is ever executed as code:
   or a suggestion's signal;
 - a table with one operation: ``product``, ``sum``, ``mean``, ``min``, ``max`` (of a list);
   ``weighted`` (weighted mean: ``{terms = [...], weights = [...]}``) and ``weighted_sum``;
-  ``one_minus`` and ``clip`` (to [0, 1]) of one expression; and, in the set expression only,
+  ``one_minus`` and ``clip`` (to [0, 1]) of one expression; ``stacked``, a logistic model over
+  probabilities fit on labels (``{terms = [...], coef = [...], intercept = x, threshold = t,
+  power = p}``: ``sigmoid(intercept + sum coef * logit(term)) ** power``, and in binary mode
+  1 when that probability before the power reaches ``threshold``, else 0: the threshold is the
+  stored calibration; ``eqs-reward fidelity fit`` writes these); and, in the set expression only,
   aggregations over the suggestions: ``mean_over``, ``any_over`` (GQR's ``1 - prod(1 - x)``),
   ``sum_over``, ``min_over``, ``max_over``.
 
@@ -29,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from eqs_reward._toml import VERSION_ID, read_versioned
-from eqs_reward.types import DIMENSIONS
+from eqs_reward.types import DIMENSIONS, ScoreMode
 
 __all__ = [
     "HEAD_SETTINGS",
@@ -71,6 +75,10 @@ HEAD_SETTINGS: dict[str, dict[str, type | tuple[type, ...]]] = {
 _LISTS = ("product", "sum", "mean", "min", "max")
 _WEIGHTED = ("weighted", "weighted_sum")
 _UNARY = ("one_minus", "clip")
+_STACKED_KEYS = {"terms", "coef", "intercept", "threshold", "power"}
+#: How close to 0 or 1 a stacked term's probability is taken before its log-odds (a hard
+#: verdict of 0 or 1 has none).
+_STACKED_EPSILON = 1e-4
 _OVER = ("mean_over", "any_over", "sum_over", "min_over", "max_over")
 
 
@@ -126,6 +134,8 @@ def _check(node: Any, scope: _Scope, where: str) -> None:
             _check(term, scope, f"{where}.{op}.terms[{n}]")
     elif op in _UNARY:
         _check(arg, scope, f"{where}.{op}")
+    elif op == "stacked":
+        _check_stacked(arg, scope, f"{where}.{op}")
     elif op in _OVER:
         if not scope.set_level or scope.inside_over:
             raise RecipeError(f"{where}.{op}: aggregations over suggestions belong to the set")
@@ -133,6 +143,46 @@ def _check(node: Any, scope: _Scope, where: str) -> None:
         _check(arg, inner, f"{where}.{op}")
     else:
         raise RecipeError(f"{where}: unknown operation {op!r}")
+
+
+def _number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+
+
+def _check_stacked(arg: Any, scope: _Scope, where: str) -> None:
+    if not isinstance(arg, dict) or set(arg) != _STACKED_KEYS:
+        raise RecipeError(f"{where}: needs {{{', '.join(sorted(_STACKED_KEYS))}}}")
+    terms, coef = arg["terms"], arg["coef"]
+    if not isinstance(terms, list) or not isinstance(coef, list) or len(terms) != len(coef):
+        raise RecipeError(f"{where}: as many coefficients as terms")
+    if not terms or not all(_number(c) for c in coef) or not _number(arg["intercept"]):
+        raise RecipeError(f"{where}: coefficients and intercept are finite numbers")
+    if not _number(arg["threshold"]) or not 0 < arg["threshold"] < 1:
+        raise RecipeError(f"{where}: threshold is a probability between 0 and 1")
+    if not _number(arg["power"]) or arg["power"] <= 0:
+        raise RecipeError(f"{where}: power is a positive number")
+    for n, term in enumerate(terms):
+        _check(term, scope, f"{where}.terms[{n}]")
+
+
+def _stacked(arg: dict[str, Any], terms: Sequence[float], binary: bool) -> float:
+    logit = float(arg["intercept"])
+    for c, term in zip(arg["coef"], terms, strict=True):
+        p = min(1.0 - _STACKED_EPSILON, max(_STACKED_EPSILON, term))
+        logit += c * math.log(p / (1.0 - p))
+    probability = 1.0 / (1.0 + math.exp(-min(50.0, max(-50.0, logit))))
+    if binary:
+        return 1.0 if probability >= arg["threshold"] else 0.0
+    return float(probability ** arg["power"])
+
+
+def _uses(op: str, node: Any) -> bool:
+    """Whether an expression uses an operation anywhere."""
+    if isinstance(node, dict):
+        return op in node or any(_uses(op, value) for value in node.values())
+    if isinstance(node, list):
+        return any(_uses(op, value) for value in node)
+    return False
 
 
 def _names(node: Any) -> set[str]:
@@ -146,14 +196,19 @@ def _names(node: Any) -> set[str]:
     return set()
 
 
-def _evaluate(node: Any, values: Mapping[str, float], rows: Sequence[Mapping[str, float]]) -> float:
+def _evaluate(
+    node: Any,
+    values: Mapping[str, float],
+    rows: Sequence[Mapping[str, float]],
+    binary: bool = False,
+) -> float:
     if isinstance(node, int | float):
         return float(node)
     if isinstance(node, str):
         return values[node]
     ((op, arg),) = node.items()
     if op in _LISTS:
-        terms = [_evaluate(t, values, rows) for t in arg]
+        terms = [_evaluate(t, values, rows, binary) for t in arg]
         if op == "product":
             result = 1.0
             for term in terms:
@@ -164,15 +219,17 @@ def _evaluate(node: Any, values: Mapping[str, float], rows: Sequence[Mapping[str
         if op == "mean":
             return sum(terms) / len(terms)
         return min(terms) if op == "min" else max(terms)
-    if op in _WEIGHTED:
-        terms = [_evaluate(t, values, rows) for t in arg["terms"]]
+    if op in _WEIGHTED or op == "stacked":
+        terms = [_evaluate(t, values, rows, binary) for t in arg["terms"]]
+        if op == "stacked":
+            return _stacked(arg, terms, binary)
         total = math.fsum(w * t for w, t in zip(arg["weights"], terms, strict=True))
         return total / math.fsum(arg["weights"]) if op == "weighted" else total
     if op == "one_minus":
-        return 1.0 - _evaluate(arg, values, rows)
+        return 1.0 - _evaluate(arg, values, rows, binary)
     if op == "clip":
-        return min(1.0, max(0.0, _evaluate(arg, values, rows)))
-    per = [_evaluate(arg, row, ()) for row in rows]
+        return min(1.0, max(0.0, _evaluate(arg, values, rows, binary)))
+    per = [_evaluate(arg, row, (), binary) for row in rows]
     if op == "mean_over":
         return sum(per) / len(per) if per else 0.0
     if op == "sum_over":
@@ -212,9 +269,16 @@ class Recipe:
     def set_signals(self) -> tuple[str, ...]:
         return tuple(f"{h}.{s}" for h in self.heads for s in HEAD_SET_SIGNALS[h])
 
-    def suggestion_reward(self, signals: Mapping[str, float]) -> float:
-        """``r(s)`` from one suggestion's signals."""
-        return _evaluate(self.suggestion, signals, ())
+    def suggestion_reward(self, signals: Mapping[str, float], binary: bool = False) -> float:
+        """``r(s)`` from one suggestion's signals (``binary``: the request's score mode is
+        binary, which ``stacked`` terms answer with their thresholds)."""
+        return _evaluate(self.suggestion, signals, (), binary)
+
+    def judge_mode(self, mode: ScoreMode) -> ScoreMode:
+        """The mode the recipe's LLM heads are asked in for a request in ``mode``: soft
+        whenever the recipe stacks, because a stacker reads probabilities (its binary answer is
+        its own threshold on them, not the judge's hard verdicts)."""
+        return "soft" if _uses("stacked", [self.suggestion, self.set]) else mode
 
     @property
     def dimension_terms(self) -> dict[str, Any] | None:
@@ -233,21 +297,24 @@ class Recipe:
             out[used.pop()] = term
         return out
 
-    def dimensions(self, signals: Mapping[str, float]) -> dict[str, float] | None:
+    def dimensions(
+        self, signals: Mapping[str, float], binary: bool = False
+    ) -> dict[str, float] | None:
         """Each dimension's value (see ``dimension_terms``), or None."""
         terms = self.dimension_terms
         if terms is None:
             return None
-        return {d: _evaluate(terms[d], signals, ()) for d in DIMENSIONS}
+        return {d: _evaluate(terms[d], signals, (), binary) for d in DIMENSIONS}
 
     def set_reward(
         self,
         format_reward: float,
         rows: Sequence[Mapping[str, float]],
         set_signals: Mapping[str, float],
+        binary: bool = False,
     ) -> float:
         """``r_q``; each row is a suggestion's signals with its ``reward``."""
-        return _evaluate(self.set, {"format": format_reward, **set_signals}, rows)
+        return _evaluate(self.set, {"format": format_reward, **set_signals}, rows, binary)
 
     def describe(self) -> dict[str, Any]:
         """For ``GET /v1/recipes``."""

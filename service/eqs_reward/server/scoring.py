@@ -166,10 +166,9 @@ class ScoringService:
             for head in plan.computed
         ]
         if missing:
+            judge_mode = plan.recipe.judge_mode(options.score_mode)
             calls = {
-                key: self.pool.start(
-                    key, cases[key], bank_version, options.score_mode, options.cache
-                )
+                key: self.pool.start(key, cases[key], bank_version, judge_mode, options.cache)
                 for key in missing
             }
             outcomes.update(await self.pool.wait(calls, deadline, private=not options.cache))
@@ -179,7 +178,7 @@ class ScoringService:
             item_result(
                 plan, item, outcomes,
                 {head.name: done[n] for head, done in zip(plan.computed, by_head, strict=True)},
-                options.on_failure, self.metrics,
+                options.on_failure, self.metrics, options.score_mode == "binary",
             )
             for n, item in enumerate(items)
         ]  # fmt: skip
