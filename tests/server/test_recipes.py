@@ -403,12 +403,10 @@ def test_gqr_list_formula_and_weighted_terms(tmp_path: Path) -> None:
     assert recipe.set_reward(1.0, rows, {}) == pytest.approx(0.5 + 1 - 0.5 * 0.8 * 0.9)
 
 
-def test_a_stacked_term_is_a_logistic_model_soft_and_its_threshold_binary(
-    tmp_path: Path,
-) -> None:
-    """``stacked``: sigmoid(intercept + sum coef * logit(term)) to its power; in binary mode 1
-    at or above the stored threshold (before the power), else 0; a hard 0 or 1 is clipped,
-    never an infinite log-odds."""
+def test_a_stacked_term_is_a_logistic_model_over_log_odds(tmp_path: Path) -> None:
+    """``stacked``: sigmoid(intercept + sum coef * logit(term)) to its power, the same in
+    binary mode (its threshold is stored, not applied); a hard 0 or 1 is clipped, never an
+    infinite log-odds."""
     path = tmp_path / "stack.toml"
     path.write_text(
         'id = "stack"\nversion = 1\n'
@@ -426,25 +424,23 @@ def test_a_stacked_term_is_a_logistic_model_soft_and_its_threshold_binary(
     signals = {"judge.factuality": 0.3, "taught.factuality": 0.8}
     p = 1 / (1 + math.exp(-(-1.0 + 0.5 * logit(0.3) + 2.0 * logit(0.8))))
     assert recipe.suggestion_reward(signals) == pytest.approx(p**2)
+    assert recipe.suggestion_reward(signals, binary=True) == recipe.suggestion_reward(signals)
     assert recipe.dimensions(signals) is None  # one term, not one per dimension
-    assert recipe.suggestion_reward(signals, binary=True) == (1.0 if p >= 0.6 else 0.0)
     low = {"judge.factuality": 0.0, "taught.factuality": 0.1}
-    assert recipe.suggestion_reward(low, binary=True) == 0.0
     assert 0.0 < recipe.suggestion_reward(low) < 1e-3
     high = {"judge.factuality": 1.0, "taught.factuality": 1.0}
-    assert recipe.suggestion_reward(high, binary=True) == 1.0
     assert math.isfinite(recipe.suggestion_reward(high))
+    assert recipe.judge_mode("binary") == "soft"  # a stacker reads probabilities
 
 
-def test_the_shipped_default_recipe_thresholds_each_dimension_in_binary_mode() -> None:
+def test_the_shipped_default_recipe_is_the_product_of_its_stacked_dimensions() -> None:
     recipe = load_recipes(_resources.prompts_dir() / "recipes")["qualeqs-taught"]
-    rng = [n / 10 for n in range(11)]
-    for value in rng:
+    for value in [n / 10 for n in range(11)]:
         signals = {
             f"{h}.{d}": value
             for h in ("judge", "taught")
             for d in ("answerability", "factuality", "information_gain")
         }
-        dimensions = recipe.dimensions(signals, binary=True)
-        assert dimensions is not None and set(dimensions.values()) <= {0.0, 1.0}
-        assert recipe.suggestion_reward(signals, binary=True) == math.prod(dimensions.values())
+        dimensions = recipe.dimensions(signals)
+        assert dimensions is not None and all(0.0 < v <= 1.0 for v in dimensions.values())
+        assert recipe.suggestion_reward(signals) == pytest.approx(math.prod(dimensions.values()))

@@ -402,7 +402,7 @@ def _recipe_text(
             f"#   {d}: {f['auc_judge']:.3f} / {f['auc_taught']:.3f} / {f['auc_stacked']:.3f}"
         )
     lines += [
-        "# binary mode: each dimension is 1 when its stacked probability reaches its threshold",
+        "# threshold: the stored calibration (best balanced accuracy out of fold), not applied",
         "#   r(s) = product over the three dimensions of the stacked value (to its power)",
         "#   r_q  = r_f * mean_s r(s)",
         "",

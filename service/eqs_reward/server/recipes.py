@@ -12,9 +12,10 @@ values and evaluated here; nothing in the file is ever executed as code:
   ``weighted`` (weighted mean: ``{terms = [...], weights = [...]}``) and ``weighted_sum``;
   ``one_minus`` and ``clip`` (to [0, 1]) of one expression; ``stacked``, a logistic model over
   probabilities fit on labels (``{terms = [...], coef = [...], intercept = x, threshold = t,
-  power = p}``: ``sigmoid(intercept + sum coef * logit(term)) ** power``, and in binary mode
-  1 when that probability before the power reaches ``threshold``, else 0: the threshold is the
-  stored calibration; ``eqs-reward fidelity fit`` writes these); and, in the set expression only,
+  power = p}``: ``sigmoid(intercept + sum coef * logit(term)) ** power``; ``threshold`` is the
+  stored calibration, the cut that best separates the labels out of fold, kept with the fit
+  and not applied to rewards; ``eqs-reward fidelity fit`` writes these); and, in the set
+  expression only,
   aggregations over the suggestions: ``mean_over``, ``any_over`` (GQR's ``1 - prod(1 - x)``),
   ``sum_over``, ``min_over``, ``max_over``.
 
@@ -171,8 +172,10 @@ def _stacked(arg: dict[str, Any], terms: Sequence[float], binary: bool) -> float
         p = min(1.0 - _STACKED_EPSILON, max(_STACKED_EPSILON, term))
         logit += c * math.log(p / (1.0 - p))
     probability = 1.0 / (1.0 + math.exp(-min(50.0, max(-50.0, logit))))
-    if binary:
-        return 1.0 if probability >= arg["threshold"] else 0.0
+    # Binary mode keeps the probability: thresholded, 3 of 6 GRPO-shaped groups of real-query
+    # completions got one reward for all 8 samples (tests/vllm/test_fidelity.py), where the
+    # probability leaves 0 of 6 without spread. ``threshold`` is the stored calibration.
+    del binary
     return float(probability ** arg["power"])
 
 
