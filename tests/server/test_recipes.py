@@ -404,9 +404,9 @@ def test_gqr_list_formula_and_weighted_terms(tmp_path: Path) -> None:
 
 
 def test_a_stacked_term_is_a_logistic_model_over_log_odds(tmp_path: Path) -> None:
-    """``stacked``: sigmoid(intercept + sum coef * logit(term)) to its power, the same in
-    binary mode (its threshold is stored, not applied); a hard 0 or 1 is clipped, never an
-    infinite log-odds."""
+    """``stacked``: sigmoid(intercept + sum coef * logit(term)) to its power (its threshold is
+    stored, not applied); a hard 0 or 1 is clipped, never an infinite log-odds; the judge is
+    asked for probabilities in either mode."""
     path = tmp_path / "stack.toml"
     path.write_text(
         'id = "stack"\nversion = 1\n'
@@ -424,7 +424,6 @@ def test_a_stacked_term_is_a_logistic_model_over_log_odds(tmp_path: Path) -> Non
     signals = {"judge.factuality": 0.3, "taught.factuality": 0.8}
     p = 1 / (1 + math.exp(-(-1.0 + 0.5 * logit(0.3) + 2.0 * logit(0.8))))
     assert recipe.suggestion_reward(signals) == pytest.approx(p**2)
-    assert recipe.suggestion_reward(signals, binary=True) == recipe.suggestion_reward(signals)
     assert recipe.dimensions(signals) is None  # one term, not one per dimension
     low = {"judge.factuality": 0.0, "taught.factuality": 0.1}
     assert 0.0 < recipe.suggestion_reward(low) < 1e-3

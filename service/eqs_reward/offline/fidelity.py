@@ -103,12 +103,10 @@ def _score(
     return scored, meta
 
 
-def dimension_values(
-    recipe: Any, signals: dict[str, float], binary: bool = False
-) -> dict[str, float]:
+def dimension_values(recipe: Any, signals: dict[str, float]) -> dict[str, float]:
     """Each dimension's value under a recipe: its own term when the reward is a product of
     one term per dimension, else its reward with the other dimensions' signals at 1."""
-    terms = recipe.dimensions(signals, binary)
+    terms = recipe.dimensions(signals)
     if terms is not None:
         return dict(terms)
     out = {}
@@ -118,7 +116,7 @@ def dimension_values(
             for name in signals
             if name.rsplit(".", 1)[-1] in DIMENSIONS and not name.endswith("." + dimension)
         }
-        out[dimension] = recipe.suggestion_reward({**signals, **others}, binary)
+        out[dimension] = recipe.suggestion_reward({**signals, **others})
     return out
 
 
@@ -160,7 +158,7 @@ def measure(
     ]
     good = [_good(c) for c, _ in rows]
     rewards = [float(s.reward) for _, s in rows]
-    values = [dimension_values(definition, dict(s.signals), mode == "binary") for _, s in rows]
+    values = [dimension_values(definition, dict(s.signals)) for _, s in rows]
     auc = {d: _auc([c["labels"][d] for c, _ in rows], [v[d] for v in values]) for d in DIMENSIONS}
     auc["product"] = _auc(good, rewards)
     good_rewards = [r for r, g in zip(rewards, good, strict=True) if g]

@@ -72,6 +72,7 @@ def prepare(
     # A raw completion can hold any number of options: past the per-item limit they are
     # refused, not judged (a list of suggestions is held to the limit by the HTTP layer).
     limit = settings.max_suggestions_per_item
+    judge_mode = plan.recipe.judge_mode(options.score_mode)
     for index, text in enumerate(texts):
         if index >= limit:
             slots.append(Slot(text, "too_many", {}))
@@ -87,7 +88,7 @@ def prepare(
                 judge_model=judge_model,
                 versions=f"{head.version}+{guard.version}+{plan.recipe.key}",
                 fewshot_version=bank_version.cache_id if head.uses_bank else "-",
-                score_mode=plan.recipe.judge_mode(options.score_mode),
+                score_mode=judge_mode,
                 context=context,
                 suggestion=suggestion,
             )

@@ -30,11 +30,9 @@ def item_result(
     computed: ByHead,
     on_failure: OnFailure,
     m: Metrics,
-    binary: bool = False,
 ) -> ItemResult:
     """One item's result: each suggestion's signals, status and reward under the recipe, the
-    format reward, the set reward and the disagreement; every outcome counted in the metrics.
-    ``binary``: the request's score mode is binary (the recipe's stacked terms threshold)."""
+    format reward, the set reward and the disagreement; every outcome counted in the metrics."""
     recipe = plan.recipe
     names = recipe.signals
     suggestions: list[SuggestionScore] = []
@@ -70,10 +68,10 @@ def item_result(
             m.failures.labels(failure).inc()
             continue
         values = {name: value for name, value in signals.items() if value is not None}
-        reward = recipe.suggestion_reward(values, binary)
+        reward = recipe.suggestion_reward(values)
         # The response's dimensions: the recipe's per-dimension terms when the reward is
         # their product, else the judge's verdicts.
-        dimensions = recipe.dimensions(values, binary)
+        dimensions = recipe.dimensions(values)
         a, f, i = (
             dimensions[d] if dimensions is not None else signals.get(f"judge.{d}")
             for d in HEAD_SIGNALS["judge"]
@@ -100,7 +98,7 @@ def item_result(
     u_q: float | None = None
     if not (failed and on_failure == "null"):
         known = {name: 0.0 if v is None else v for name, v in set_signals.items()}
-        r_q = recipe.set_reward(r_f, rows, known, binary)
+        r_q = recipe.set_reward(r_f, rows, known)
         u_q = disagreement(rewards)
         m.set_reward.observe(r_q)
         m.disagreement.observe(u_q)

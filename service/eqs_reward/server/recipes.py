@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -166,16 +167,15 @@ def _check_stacked(arg: Any, scope: _Scope, where: str) -> None:
         _check(term, scope, f"{where}.terms[{n}]")
 
 
-def _stacked(arg: dict[str, Any], terms: Sequence[float], binary: bool) -> float:
+def _stacked(arg: dict[str, Any], terms: Sequence[float]) -> float:
     logit = float(arg["intercept"])
     for c, term in zip(arg["coef"], terms, strict=True):
         p = min(1.0 - _STACKED_EPSILON, max(_STACKED_EPSILON, term))
         logit += c * math.log(p / (1.0 - p))
     probability = 1.0 / (1.0 + math.exp(-min(50.0, max(-50.0, logit))))
-    # Binary mode keeps the probability: thresholded, 3 of 6 GRPO-shaped groups of real-query
-    # completions got one reward for all 8 samples (tests/vllm/test_fidelity.py), where the
-    # probability leaves 0 of 6 without spread. ``threshold`` is the stored calibration.
-    del binary
+    # Binary mode gets the probability too: thresholded, 3 of 6 GRPO-shaped groups of
+    # real-query completions got one reward for all 8 samples (tests/vllm/test_fidelity.py),
+    # where the probability leaves 0 of 6 without spread. ``threshold`` is stored, not applied.
     return float(probability ** arg["power"])
 
 
@@ -199,19 +199,14 @@ def _names(node: Any) -> set[str]:
     return set()
 
 
-def _evaluate(
-    node: Any,
-    values: Mapping[str, float],
-    rows: Sequence[Mapping[str, float]],
-    binary: bool = False,
-) -> float:
+def _evaluate(node: Any, values: Mapping[str, float], rows: Sequence[Mapping[str, float]]) -> float:
     if isinstance(node, int | float):
         return float(node)
     if isinstance(node, str):
         return values[node]
     ((op, arg),) = node.items()
     if op in _LISTS:
-        terms = [_evaluate(t, values, rows, binary) for t in arg]
+        terms = [_evaluate(t, values, rows) for t in arg]
         if op == "product":
             result = 1.0
             for term in terms:
@@ -223,16 +218,16 @@ def _evaluate(
             return sum(terms) / len(terms)
         return min(terms) if op == "min" else max(terms)
     if op in _WEIGHTED or op == "stacked":
-        terms = [_evaluate(t, values, rows, binary) for t in arg["terms"]]
+        terms = [_evaluate(t, values, rows) for t in arg["terms"]]
         if op == "stacked":
-            return _stacked(arg, terms, binary)
+            return _stacked(arg, terms)
         total = math.fsum(w * t for w, t in zip(arg["weights"], terms, strict=True))
         return total / math.fsum(arg["weights"]) if op == "weighted" else total
     if op == "one_minus":
-        return 1.0 - _evaluate(arg, values, rows, binary)
+        return 1.0 - _evaluate(arg, values, rows)
     if op == "clip":
-        return min(1.0, max(0.0, _evaluate(arg, values, rows, binary)))
-    per = [_evaluate(arg, row, (), binary) for row in rows]
+        return min(1.0, max(0.0, _evaluate(arg, values, rows)))
+    per = [_evaluate(arg, row, ()) for row in rows]
     if op == "mean_over":
         return sum(per) / len(per) if per else 0.0
     if op == "sum_over":
@@ -272,16 +267,19 @@ class Recipe:
     def set_signals(self) -> tuple[str, ...]:
         return tuple(f"{h}.{s}" for h in self.heads for s in HEAD_SET_SIGNALS[h])
 
-    def suggestion_reward(self, signals: Mapping[str, float], binary: bool = False) -> float:
-        """``r(s)`` from one suggestion's signals (``binary``: the request's score mode is
-        binary, which ``stacked`` terms answer with their thresholds)."""
-        return _evaluate(self.suggestion, signals, (), binary)
+    def suggestion_reward(self, signals: Mapping[str, float]) -> float:
+        """``r(s)`` from one suggestion's signals."""
+        return _evaluate(self.suggestion, signals, ())
+
+    @cached_property
+    def _stacks(self) -> bool:
+        return _uses("stacked", [self.suggestion, self.set])
 
     def judge_mode(self, mode: ScoreMode) -> ScoreMode:
         """The mode the recipe's LLM heads are asked in for a request in ``mode``: soft
-        whenever the recipe stacks, because a stacker reads probabilities (its binary answer is
-        its own threshold on them, not the judge's hard verdicts)."""
-        return "soft" if _uses("stacked", [self.suggestion, self.set]) else mode
+        whenever the recipe stacks, because a stacker reads probabilities, not the judge's
+        hard verdicts."""
+        return "soft" if self._stacks else mode
 
     @property
     def dimension_terms(self) -> dict[str, Any] | None:
@@ -300,24 +298,21 @@ class Recipe:
             out[used.pop()] = term
         return out
 
-    def dimensions(
-        self, signals: Mapping[str, float], binary: bool = False
-    ) -> dict[str, float] | None:
+    def dimensions(self, signals: Mapping[str, float]) -> dict[str, float] | None:
         """Each dimension's value (see ``dimension_terms``), or None."""
         terms = self.dimension_terms
         if terms is None:
             return None
-        return {d: _evaluate(terms[d], signals, (), binary) for d in DIMENSIONS}
+        return {d: _evaluate(terms[d], signals, ()) for d in DIMENSIONS}
 
     def set_reward(
         self,
         format_reward: float,
         rows: Sequence[Mapping[str, float]],
         set_signals: Mapping[str, float],
-        binary: bool = False,
     ) -> float:
         """``r_q``; each row is a suggestion's signals with its ``reward``."""
-        return _evaluate(self.set, {"format": format_reward, **set_signals}, rows, binary)
+        return _evaluate(self.set, {"format": format_reward, **set_signals}, rows)
 
     def describe(self) -> dict[str, Any]:
         """For ``GET /v1/recipes``."""

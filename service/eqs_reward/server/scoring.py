@@ -178,7 +178,7 @@ class ScoringService:
             item_result(
                 plan, item, outcomes,
                 {head.name: done[n] for head, done in zip(plan.computed, by_head, strict=True)},
-                options.on_failure, self.metrics, options.score_mode == "binary",
+                options.on_failure, self.metrics,
             )
             for n, item in enumerate(items)
         ]  # fmt: skip
