@@ -100,7 +100,14 @@ def service(env: dict[str, str], ready_timeout: float = 60) -> Proc:
     return Proc(
         [PY, "-m", "eqs_reward.cli", "serve", "--port", str(port)],
         port,
-        {"EQS_REWARD_DATA_DIR": str(data), "EQS_REWARD_LOG_LEVEL": "warning", **env},
+        # A stub judge is not the one the shipped stacking was fit for: no background refit
+        # (its judge calls would be measured with the requests).
+        {
+            "EQS_REWARD_DATA_DIR": str(data),
+            "EQS_REWARD_LOG_LEVEL": "warning",
+            "EQS_REWARD_RECIPE_REFIT": "off",
+            **env,
+        },
     ).wait("/ready", ready_timeout)
 
 
@@ -307,6 +314,7 @@ async def _in_process_cache_rate(seconds: float = 3.0) -> dict[str, Any]:
             judge_url="http://stub/v1",
             judge_model="stub",  # type: ignore[call-arg]
             data_dir=Path(tmp),
+            recipe_refit="off",
         )
         app = build_app(settings, judge_transport=httpx.ASGITransport(app=stub.app()))
         async with app.router.lifespan_context(app):

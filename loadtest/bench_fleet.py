@@ -131,6 +131,7 @@ def run(quick: bool, limit: int, delay_s: float, redis_url: str) -> dict[str, An
         "EQS_REWARD_JUDGE_URL": base + "/judge/v1",
         "EQS_REWARD_JUDGE_MODEL": "stub",
         "EQS_REWARD_DEFAULT_RECIPE": "qualeqs",
+        "EQS_REWARD_RECIPE_REFIT": "off",
         "EQS_REWARD_FEWSHOT_STORE": "redis",
         "EQS_REWARD_GROUP_MEMORY": "redis",
         "EQS_REWARD_REDIS_URL": redis_url,

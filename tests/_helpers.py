@@ -59,6 +59,10 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         # The stub judge's verdicts under the paper's recipe: what most tests assert. The
         # shipped default (qualeqs-taught) has its own tests, which name it.
         "default_recipe": "qualeqs",
+        # The stub is not the judge the shipped stacking was fit for: no background refit
+        # (its judge calls would land in every test's counts); tests/server/test_refit.py
+        # turns it on.
+        "recipe_refit": "off",
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -127,6 +131,7 @@ class ServerProcess:
 def service_env(**values: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EQS_REWARD_")}
     env["EQS_REWARD_DEFAULT_RECIPE"] = "qualeqs"  # as in make_settings
+    env["EQS_REWARD_RECIPE_REFIT"] = "off"  # as in make_settings
     env.update(values)
     return env
 
@@ -269,9 +274,11 @@ def venv(folder: Path, *requirements: str | Path) -> Path:
     return python
 
 
-def metric(url: str, name: str) -> float:
-    """The sum of the samples at ``url``/metrics whose line starts with ``name`` (0 if none)."""
-    text = httpx.get(url + "/metrics").text
+def metric(source: str | Any, name: str) -> float:
+    """The sum of the samples at ``/metrics`` (of a URL, or of a client such as a
+    ``TestClient``) whose line starts with ``name`` (0 if none)."""
+    answer = httpx.get(source + "/metrics") if isinstance(source, str) else source.get("/metrics")
+    text = answer.text
     total = 0.0
     for line in text.splitlines():
         if line.startswith(name) and not line.startswith("#"):

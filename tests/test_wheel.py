@@ -87,6 +87,7 @@ def served(wheel: Path, tmp_path: Path) -> Iterator[str]:
             **env,
             "EQS_REWARD_JUDGE_URL": f"{judge.url}/v1",
             "EQS_REWARD_JUDGE_MODEL": "stub",
+            "EQS_REWARD_RECIPE_REFIT": "off",
             "EQS_REWARD_DATA_DIR": str(tmp_path / "data"),
         },
         tmp_path / "service.log",

@@ -61,14 +61,14 @@ def test_a_refit_that_changes_the_stacking_is_a_new_recipe_version(tmp_path: Pat
     import tomllib
 
     path = tmp_path / "qualeqs-taught.toml"
-    assert _next_version(path, {}) == 1
+    assert _next_version(path, {}, 0) == 1
     path.write_text((prompts_dir() / "recipes" / "qualeqs-taught.toml").read_text())
     shipped = tomllib.loads(path.read_text())
     current = shipped["version"]
     terms = dict(zip(DIMENSIONS, shipped["suggestion_reward"]["product"], strict=True))
-    assert _next_version(path, terms) == current
+    assert _next_version(path, terms, 0) == current
     moved = {d: {"stacked": {**t["stacked"], "threshold": 0.42}} for d, t in terms.items()}
-    assert _next_version(path, moved) == current + 1
+    assert _next_version(path, moved, 0) == current + 1
 
 
 def test_the_committed_report_meets_the_committed_floors() -> None:

@@ -177,6 +177,7 @@ def _record(out: Path) -> None:  # pragma: no cover - run by hand against an old
             judge_url="http://stub-judge/v1",
             judge_model="stub",
             data_dir=Path(tmp),
+            recipe_refit="off",
             judge_backoff_initial_s=0.01,
             judge_backoff_max_s=0.05,
         )

@@ -98,6 +98,7 @@ def serve_url(
         "EQS_REWARD_JUDGE_URL": judge.url + "/v1",
         "EQS_REWARD_JUDGE_MODEL": "stub",
         "EQS_REWARD_DEFAULT_RECIPE": "qualeqs",
+        "EQS_REWARD_RECIPE_REFIT": "off",
         "EQS_REWARD_FEWSHOT_STORE": "redis",
         "EQS_REWARD_GROUP_MEMORY": "redis",
         "EQS_REWARD_REDIS_URL": redis_url,

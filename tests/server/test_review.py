@@ -160,13 +160,8 @@ def test_scoring_never_waits_on_a_full_queue(
     for n in range(5):
         texts = [f"Which desks under ${100 + n * 10 + i} have drawers?" for i in range(3)]
         assert client.post("/v1/score", json=score_body(item("desk", *texts))).status_code == 200
-    assert metric_value(client, "eqs_reward_review_dropped_total") > 0
-    assert metric_value(client, 'eqs_reward_review_sampled_total{reason="uniform"}') > 0
-
-
-def metric_value(client: TestClient, name: str) -> float:
-    lines = client.get("/metrics").text.splitlines()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(name))
+    assert metric(client, "eqs_reward_review_dropped_total") > 0
+    assert metric(client, 'eqs_reward_review_sampled_total{reason="uniform"}') > 0
 
 
 def test_the_queue_can_be_switched_off(make_client: Callable[..., TestClient]) -> None:

@@ -32,17 +32,21 @@ from eqs_reward._jsonl import read_jsonl
 from eqs_reward._resources import judge_cases_dir, prompts_dir
 from eqs_reward.client import RewardClient
 from eqs_reward.evaluation import roc_auc
-from eqs_reward.types import DIMENSIONS, ScoreMode
+from eqs_reward.types import DIMENSIONS, ScoreMode, SuggestionScore
 
 __all__ = [
     "check",
     "fit_cases",
+    "fit_scored",
     "fit_stacking",
     "measure",
+    "oof_taught",
     "quote_in_readme",
     "render",
     "split_cases",
+    "stacking_cases",
     "validation_cases",
+    "write_recipe",
 ]
 
 
@@ -205,10 +209,13 @@ POWER_GRID = (0.25, 0.5, 1.0, 2.0)
 STACKER_C = 1.0
 
 
-def _oof_taught(cases: Sequence[dict[str, Any]], examples: Sequence[Any]) -> dict[str, list[float]]:
+async def oof_taught(
+    cases: Sequence[dict[str, Any]], examples: Sequence[Any], head: Any = None
+) -> dict[str, list[float]]:
     """The taught head's out-of-fold probabilities on ``cases`` (5 folds grouped by query),
     each fold's model fit and read through the service's own head (``TaughtHead.fit_cases``
-    and ``predict``): the bank's examples plus the other folds."""
+    and ``predict``; ``head``: the service's, with its embedder; default: one on the packaged
+    wordllama): the bank's examples plus the other folds."""
     import numpy as np
     from sklearn.model_selection import GroupKFold
 
@@ -216,22 +223,18 @@ def _oof_taught(cases: Sequence[dict[str, Any]], examples: Sequence[Any]) -> dic
     from eqs_reward.server.heads import WordLlamaEmbedder
     from eqs_reward.server.heads.taught import TaughtHead, as_case
 
-    head = TaughtHead(WordLlamaEmbedder(), training=())
+    head = head or TaughtHead(WordLlamaEmbedder(), training=())
     labeled = [LabeledCase.model_validate(c) for c in cases]
     bank = [as_case(e) for e in examples]
     groups = [c.context.query for c in labeled]
     out = {d: [0.0] * len(labeled) for d in DIMENSIONS}
-
-    async def folds() -> None:
-        for train, test in GroupKFold(5).split(np.zeros(len(labeled)), groups=groups):
-            model = await head.fit_cases([labeled[int(i)] for i in train] + bank)
-            pairs = [(labeled[int(i)].context.query, labeled[int(i)].suggestion) for i in test]
-            rows, _, _ = await head.predict(model, pairs)
-            for i, row in zip(test, rows, strict=True):
-                for d in DIMENSIONS:
-                    out[d][int(i)] = row[d]
-
-    asyncio.run(folds())
+    for train, test in GroupKFold(5).split(np.zeros(len(labeled)), groups=groups):
+        model = await head.fit_cases([labeled[int(i)] for i in train] + bank)
+        pairs = [(labeled[int(i)].context.query, labeled[int(i)].suggestion) for i in test]
+        rows, _, _ = await head.predict(model, pairs)
+        for i, row in zip(test, rows, strict=True):
+            for d in DIMENSIONS:
+                out[d][int(i)] = row[d]
     return out
 
 
@@ -317,19 +320,24 @@ def _powers(good: Sequence[int], oof: dict[str, list[float]]) -> dict[str, float
     return dict(zip(DIMENSIONS, best, strict=True))
 
 
-def fit_stacking(url: str, recipe_path: Path, examples: Sequence[Any]) -> dict[str, Any]:
-    """Fit the taught recipe's stacking on the fitting cases and write the recipe.
-
-    The judge's soft scores come from the service at ``url`` (recipe ``qualeqs``: the judge
-    alone, with the bank's examples in its prompt; ``examples`` are those, kept out of the
-    cases). Per dimension, a stacker over the judge's and the taught head's (out-of-fold)
-    log-odds, its binary threshold, and the power of its probability in the product, all
-    chosen on the fitting cases out of fold, grouped by query; never on the validation split."""
+def stacking_cases(examples: Sequence[Any]) -> list[dict[str, Any]]:
+    """The fitting cases the stacking is fit on: those whose text is not one of ``examples``
+    (the bank's, shown in the judge's prompt: the judge would be graded on its own answers)."""
     shown = {(e.context.query, e.suggestion) for e in examples}
-    cases = [c for c in fit_cases() if (c["context"]["query"], c["suggestion"]) not in shown]
-    scored, meta = _score(url, cases, "qualeqs", "soft", cache=True)
+    return [c for c in fit_cases() if (c["context"]["query"], c["suggestion"]) not in shown]
+
+
+def fit_scored(
+    cases: Sequence[dict[str, Any]],
+    scored: Sequence[SuggestionScore],
+    taught: dict[str, list[float]],
+) -> dict[str, Any]:
+    """Fit the stacking from the judge's soft scores of ``cases`` (``stacking_cases``; a case
+    the judge failed is left out) and the taught head's out-of-fold probabilities
+    (``oof_taught``): per dimension, a stacker over their log-odds, its binary threshold, and
+    the power of its probability in the product, all chosen out of fold, grouped by query.
+    The command and the service's background refit share it."""
     keep = [n for n, s in enumerate(scored) if s.status == "ok"]
-    taught = _oof_taught(cases, examples)
     groups = [cases[n]["context"]["query"] for n in keep]
     fitted: dict[str, Any] = {}
     for d in DIMENSIONS:
@@ -343,10 +351,39 @@ def fit_stacking(url: str, recipe_path: Path, examples: Sequence[Any]) -> dict[s
     for d in DIMENSIONS:
         fitted[d]["power"] = powers[d]
         del fitted[d]["oof"]
-    terms = {d: _stacked_term(d, fitted[d]) for d in DIMENSIONS}
-    version = _next_version(recipe_path, terms)
-    recipe_path.write_text(_recipe_text(fitted, terms, meta, len(keep), version), "utf-8")
-    return {"cases": len(keep), "judge_model": meta.get("judge_model"), "dimensions": fitted}
+    return {"cases": len(keep), "dimensions": fitted}
+
+
+def write_recipe(
+    path: Path, fit: dict[str, Any], judge_model: str, prompt_version: str, base_version: int = 0
+) -> int:
+    """Write the fitted recipe to ``path`` (its id: the file's name); its version: the file's
+    own when the terms are unchanged, else one more than the larger of the file's and
+    ``base_version`` (scores are cached under a recipe's version: a new fit must not meet old
+    entries)."""
+    terms = {d: _stacked_term(d, fit["dimensions"][d]) for d in DIMENSIONS}
+    version = _next_version(path, terms, base_version)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = _recipe_text(
+        path.stem, fit["dimensions"], terms, judge_model, prompt_version, fit["cases"], version
+    )
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text, "utf-8")
+    tmp.replace(path)
+    return version
+
+
+def fit_stacking(url: str, recipe_path: Path, examples: Sequence[Any]) -> dict[str, Any]:
+    """Fit the taught recipe's stacking on the fitting cases and write the recipe.
+
+    The judge's soft scores come from the service at ``url`` (recipe ``qualeqs``: the judge
+    alone, with the bank's examples in its prompt; ``examples`` are those, kept out of the
+    cases); never fit on the validation split."""
+    cases = stacking_cases(examples)
+    scored, meta = _score(url, cases, "qualeqs", "soft", cache=True)
+    fit = fit_scored(cases, scored, asyncio.run(oof_taught(cases, examples)))
+    write_recipe(recipe_path, fit, str(meta.get("judge_model")), str(meta.get("prompt_version")))
+    return {**fit, "judge_model": meta.get("judge_model")}
 
 
 def _stacked_term(dimension: str, fitted: dict[str, Any]) -> dict[str, Any]:
@@ -361,16 +398,15 @@ def _stacked_term(dimension: str, fitted: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _next_version(path: Path, terms: dict[str, Any]) -> int:
-    """The recipe's version: the same when its terms are unchanged, else one more (scores
-    computed under a recipe are keyed by its version: a new fit must not meet old entries)."""
+def _next_version(path: Path, terms: dict[str, Any], base: int) -> int:
+    """See ``write_recipe``."""
     if not path.is_file():
-        return 1
+        return base + 1
     import tomllib
 
     old = tomllib.loads(path.read_text(encoding="utf-8"))
     same = old["suggestion_reward"]["product"] == [terms[d] for d in DIMENSIONS]
-    return int(old["version"]) if same else int(old["version"]) + 1
+    return int(old["version"]) if same else max(int(old["version"]), base) + 1
 
 
 def _toml(value: Any) -> str:
@@ -383,15 +419,21 @@ def _toml(value: Any) -> str:
 
 
 def _recipe_text(
-    fitted: dict[str, Any], terms: dict[str, Any], meta: dict[str, Any], cases: int, version: int
+    recipe_id: str,
+    fitted: dict[str, Any],
+    terms: dict[str, Any],
+    judge_model: str,
+    prompt_version: str,
+    cases: int,
+    version: int,
 ) -> str:
+    date = f"{datetime.now(UTC):%Y-%m-%d}"
     lines = [
         "# QualEQS with the taught head: per dimension, a logistic stacker over the judge's soft",
         "# score and the taught head's probability, fit on labels (not set by hand):",
         "#   eqs-reward fidelity fit  (against a service running the judge it is fit for)",
-        f"# Fit {datetime.now(UTC):%Y-%m-%d} on {cases} packaged training cases (held-out queries",
-        f"# and the bank's examples left out) for judge {meta.get('judge_model')!s}, prompt "
-        f"{meta.get('prompt_version')!s};",
+        f"# Fit {date} on {cases} packaged training cases (held-out queries",
+        f"# and the bank's examples left out) for judge {judge_model}, prompt {prompt_version};",
         "# out-of-fold ROC AUC per dimension (judge alone / taught alone / stacked):",
     ]
     for d in DIMENSIONS:
@@ -404,13 +446,21 @@ def _recipe_text(
         "#   r(s) = product over the three dimensions of the stacked value (to its power)",
         "#   r_q  = r_f * mean_s r(s)",
         "",
-        'id = "qualeqs-taught"',
+        f"id = {json.dumps(recipe_id)}",
         f"version = {version}",
         'description = "QualEQS dimensions from the judge and the taught head, stacked by a '
         "model fit on labeled cases; the paper's product and set reward.\"",
         "",
         "[heads.judge]",
         "[heads.taught]",
+        "",
+        "# What the stacking was fit for: the service refits it when its judge or prompt differ",
+        "# (EQS_REWARD_RECIPE_REFIT).",
+        "[fit]",
+        f"judge_model = {json.dumps(judge_model)}",
+        f"prompt_version = {json.dumps(prompt_version)}",
+        f"cases = {cases}",
+        f'date = "{date}"',
         "",
         "[suggestion_reward]",
         "product = [",

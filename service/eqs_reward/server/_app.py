@@ -9,6 +9,8 @@ the exception handlers below. ``/health`` is liveness; ``/ready`` checks the jud
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -43,6 +45,7 @@ from eqs_reward.server.console import router as console_router
 from eqs_reward.server.errors import ServiceError, envelope
 from eqs_reward.server.heads import HeadUnavailableError
 from eqs_reward.server.metrics import Metrics
+from eqs_reward.server.refit import Refitter
 from eqs_reward.server.review import open_review
 from eqs_reward.server.routes import (
     fewshot_router,
@@ -158,6 +161,12 @@ async def init_app_state(app: FastAPI, stack: AsyncExitStack) -> None:
     if settings.review_enabled:
         state.review = scoring.review = open_review(settings, redis_client, metrics)
         stack.push_async_callback(state.review.close)
+    refitter = Refitter(scoring)
+    if settings.recipe_refit == "background" and refitter.stale():
+        refit = asyncio.create_task(refitter.run(), name="eqs-reward-recipe-refit")
+        stack.push_async_callback(_cancelled, refit)
+    else:
+        refitter.report()
     log.info(
         "eqs-reward %s serving; judge %s (%s), prompt %s, few-shot version %d",
         __version__,
@@ -166,6 +175,12 @@ async def init_app_state(app: FastAPI, stack: AsyncExitStack) -> None:
         prompt.version,
         active.version,
     )
+
+
+async def _cancelled(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 @asynccontextmanager

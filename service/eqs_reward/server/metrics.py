@@ -185,6 +185,20 @@ class Metrics:
             "Review samples dropped: the buffer was full, or the store could not take them.",
             registry=r,
         )
+        self.recipe_fit_stale = Gauge(
+            "eqs_reward_recipe_fit_stale",
+            "1 while a stacking recipe in use was fit for another judge model or prompt than "
+            "the service's (refit in the background with EQS_REWARD_RECIPE_REFIT=background).",
+            ["recipe"],
+            registry=r,
+        )
+        self.recipe_refits = Counter(
+            "eqs_reward_recipe_refits_total",
+            "Background refits of a stacking recipe for the service's judge, by outcome "
+            "(done, failed).",
+            ["recipe", "outcome"],
+            registry=r,
+        )
         self.overloaded = Counter(
             "eqs_reward_http_overloaded_total",
             "Score requests refused with 429 because the judge queue was full.",

@@ -275,6 +275,20 @@ class Recipe:
     def _stacks(self) -> bool:
         return _uses("stacked", [self.suggestion, self.set])
 
+    @property
+    def fit(self) -> dict[str, Any] | None:
+        """What a fitted recipe's stacking was fit for (its ``[fit]`` table: ``judge_model``,
+        ``prompt_version``, ``cases``, ``date``); None for a recipe set by hand."""
+        fit = self.source.get("fit")
+        return dict(fit) if isinstance(fit, dict) else None
+
+    def fit_for(self, judge_model: str, prompt_version: str) -> bool:
+        """Whether the stacking was fit for this judge and prompt (True when nothing stacks)."""
+        fit = self.fit
+        if not self._stacks or fit is None:
+            return not self._stacks
+        return (fit["judge_model"], fit["prompt_version"]) == (judge_model, prompt_version)
+
     def judge_mode(self, mode: ScoreMode) -> ScoreMode:
         """The mode the recipe's LLM heads are asked in for a request in ``mode``: soft
         whenever the recipe stacks, because a stacker reads probabilities, not the judge's
@@ -330,6 +344,7 @@ class Recipe:
             },
             "suggestion_reward": self.suggestion,
             "set_reward": self.set,
+            "fit": self.fit,
         }
 
     @classmethod
@@ -355,6 +370,12 @@ class Recipe:
         for part in ("suggestion_reward", "set_reward"):
             if part not in data:
                 raise RecipeError(f"{path}: missing {part}")
+        fit = data.get("fit")
+        if fit is not None and not (
+            isinstance(fit, dict)
+            and all(isinstance(fit.get(k), str) for k in ("judge_model", "prompt_version"))
+        ):
+            raise RecipeError(f"{path}: [fit] needs judge_model and prompt_version (strings)")
         _check(data["suggestion_reward"], _Scope(per, False), f"{path.name}:suggestion_reward")
         _check(data["set_reward"], _Scope(per, True, sets), f"{path.name}:set_reward")
         return cls(

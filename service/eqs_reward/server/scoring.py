@@ -43,6 +43,7 @@ from eqs_reward.server.guard import Guard
 from eqs_reward.server.heads import Embedder
 from eqs_reward.server.metrics import Metrics
 from eqs_reward.server.recipes import Recipe, RecipeError, load_recipes
+from eqs_reward.server.refit import with_stored_fits
 from eqs_reward.server.review import ReviewQueue
 from eqs_reward.server.schemas import ScoreOptions, ScoreRequest
 from eqs_reward.server.settings import Settings
@@ -88,7 +89,12 @@ class ScoringService:
             if redis is None:
                 raise RuntimeError("EQS_REWARD_GROUP_MEMORY=redis needs EQS_REWARD_REDIS_URL")
             self.groups = RedisGroupMemory(redis.redis, settings.redis_key_prefix)
-        self.recipes = recipes or load_recipes(settings.prompts_path / "recipes")
+        self.recipes = with_stored_fits(
+            recipes or load_recipes(settings.prompts_path / "recipes"),
+            settings,
+            judge.model,
+            prompt.version,
+        )
         if settings.default_recipe not in self.recipes:
             raise RecipeError(
                 f"EQS_REWARD_DEFAULT_RECIPE={settings.default_recipe!r}: no such recipe "
@@ -98,6 +104,12 @@ class ScoringService:
         self.plans = {name: self.heads.plan(recipe) for name, recipe in self.recipes.items()}
         #: Where requests' suggestions worth a look are sampled (set by the app when it is on).
         self.review: ReviewQueue | None = None
+
+    def install_recipe(self, recipe: Recipe) -> None:
+        """Serve ``recipe`` (a refit) from the next request on, in place of its id's."""
+        plan = self.heads.plan(recipe)
+        self.recipes[recipe.id] = recipe
+        self.plans[recipe.id] = plan
 
     def resolve_recipe(self, name: str | None) -> Plan:
         """The plan of a named recipe, or of the default one (422 for an unknown name)."""

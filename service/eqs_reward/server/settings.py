@@ -66,6 +66,12 @@ class Settings(BaseSettings):
         "qualeqs-taught measures best on labeled cases (loadtest/fidelity/report.md), qualeqs "
         "is the paper's exact reward",
     )
+    recipe_refit: Literal["off", "background"] = Field(
+        default="background",
+        description="a stacking recipe fit for another judge model or prompt than this service's: "
+        "background: refit it on the packaged fitting cases with this judge (about 700 judge "
+        "calls) and swap it in; off: keep it, and only say so (log, metric, GET /v1/recipes)",
+    )
     prompts_dir: Path | None = Field(
         default=None, description="judge prompt templates; unset: the ones packaged in the wheel"
     )

@@ -1,0 +1,101 @@
+"""A stacking recipe fit for another judge is refit in the background for this one
+(``eqs_reward.server.refit``), through the real app with the stub as "another judge"."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from eqs_reward.judge.stub import StubJudge
+from eqs_reward.server.recipes import load_recipes
+from eqs_reward.server.refit import refittable
+from tests._helpers import item, metric, score_body
+
+TAUGHT = "qualeqs-taught"
+SHIPPED = load_recipes(Path(__file__).parents[2] / "prompts" / "recipes")[TAUGHT]
+
+
+def recipe(client: TestClient) -> dict[str, Any]:
+    listing = client.get("/v1/recipes").json()
+    return next(r for r in listing["recipes"] if r["id"] == TAUGHT)  # type: ignore[no-any-return]
+
+
+def refit_done(client: TestClient, timeout: float = 120.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if metric(client, 'eqs_reward_recipe_refits_total{outcome="done"') >= 1:
+            return recipe(client)
+        time.sleep(0.2)
+    raise AssertionError("no refit within the timeout")
+
+
+def test_the_shipped_recipe_is_fit_for_the_embedded_judge() -> None:
+    assert SHIPPED.fit_for("smollm2-135m-instruct", "qualeqs-v2")
+    assert not SHIPPED.fit_for("stub", "qualeqs-v2")
+    assert not SHIPPED.fit_for("smollm2-135m-instruct", "qualeqs-v1")
+    assert refittable(SHIPPED)
+
+
+def test_a_recipe_fit_for_another_judge_is_refit_and_kept(
+    make_client: Callable[..., TestClient], stub: StubJudge, tmp_path: Path
+) -> None:
+    client = make_client(recipe_refit="background")
+    fitted = refit_done(client)
+    assert fitted["version"] == SHIPPED.version + 1
+    assert fitted["fit"]["judge_model"] == "stub"
+    assert fitted["fit"]["prompt_version"] == "qualeqs-v2"
+    # 691 fitting cases less the bank's examples, every one judged
+    assert fitted["fit"]["cases"] > 600 and stub.calls >= fitted["fit"]["cases"]
+    assert metric(client, 'eqs_reward_recipe_fit_stale{recipe="qualeqs-taught"}') == 0
+    stored = tmp_path / "recipe-fits" / "stub--qualeqs-v2" / f"{TAUGHT}.toml"
+    assert stored.is_file()
+    # requests after the swap use (and name) the refit
+    body = score_body(item("gaming laptop", "Which laptops under $900 have an RTX 4060?"))
+    body["options"]["recipe"] = TAUGHT
+    answer = client.post("/v1/score", json=body).json()
+    assert answer["meta"]["recipe"]["version"] == fitted["version"]
+    # a restart on the same data dir serves the stored fit at once, without judging anything
+    calls = stub.calls
+    again = make_client(recipe_refit="background")
+    assert recipe(again)["version"] == fitted["version"]
+    assert metric(again, 'eqs_reward_recipe_fit_stale{recipe="qualeqs-taught"}') == 0
+    time.sleep(0.5)
+    assert stub.calls == calls
+    assert metric(again, "eqs_reward_recipe_refits_total") == 0
+
+
+def test_with_refit_off_a_stale_recipe_is_only_reported(
+    make_client: Callable[..., TestClient],
+    stub: StubJudge,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="eqs_reward.refit"):
+        client = make_client(recipe_refit="off")
+    assert recipe(client)["version"] == SHIPPED.version
+    assert metric(client, 'eqs_reward_recipe_fit_stale{recipe="qualeqs-taught"}') == 1
+    assert metric(client, 'eqs_reward_recipe_fit_stale{recipe="qualeqs"}') == 0
+    assert "judge smollm2-135m-instruct with prompt qualeqs-v2" in caplog.text
+    assert "eqs-reward fidelity fit" in caplog.text
+    assert stub.calls == 0 and not (tmp_path / "recipe-fits").exists()
+
+
+def test_a_refit_the_judge_fails_is_retried_and_serving_goes_on(
+    make_client: Callable[..., TestClient], stub: StubJudge
+) -> None:
+    stub.behaviour.fail_next = 10**9
+    client = make_client(recipe_refit="background", judge_max_retries=0)
+    deadline = time.monotonic() + 60
+    while metric(client, 'eqs_reward_recipe_refits_total{outcome="failed"') < 1:
+        assert time.monotonic() < deadline, "the failed refit was not counted"
+        time.sleep(0.2)
+    assert recipe(client)["version"] == SHIPPED.version
+    assert metric(client, 'eqs_reward_recipe_fit_stale{recipe="qualeqs-taught"}') == 1
+    answer = client.post("/v1/score", json=score_body(item("desk", "Desks with drawers?")))
+    assert answer.status_code == 200  # a judge failure is a flagged result, never an error
