@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.eqs-reward-installed
 
-.PHONY: setup tools serve judge test lint typecheck pytest pytest-fast bench loadtest clean
+.PHONY: setup tools serve serve-ray judge test lint typecheck pytest pytest-fast bench loadtest clean
 
 setup: $(STAMP) tools
 
@@ -47,6 +47,11 @@ $(STAMP): pyproject.toml Makefile
 
 serve: setup
 	$(BIN)/eqs-reward serve --create-admin-token
+
+# The same service as a Ray Serve application: a local Ray cluster, two replicas, a Redis of its
+# own (unless EQS_REWARD_REDIS_URL) and the embedded judge (unless EQS_REWARD_JUDGE_URL).
+serve-ray: setup
+	$(BIN)/eqs-reward serve --ray --create-admin-token
 
 judge: setup
 	$(BIN)/eqs-reward judge

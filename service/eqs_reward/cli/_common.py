@@ -19,6 +19,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "embedded": ("vllm", "transformers", "safetensors", "gguf"),
     "train": ("trl", "datasets", "transformers", "matplotlib"),
     "eval": ("sklearn", "matplotlib"),
+    "ray": ("ray",),
 }
 DEFAULT_URL = "http://127.0.0.1:8000"
 

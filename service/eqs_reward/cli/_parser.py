@@ -50,6 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="with no EQS_REWARD_ADMIN_TOKEN, use the one in <data dir>/admin-token, made "
         "there (readable by you only) on first start: the console and bank writes need one",
     )
+    serve.add_argument(
+        "--ray",
+        action="store_true",
+        help="run as a Ray Serve application on a local Ray cluster, with the Redis and the "
+        "judge it needs unless configured [ray]",
+    )
+    serve.add_argument(
+        "--replicas", type=int, default=2, help="with --ray: service replicas (default 2)"
+    )
     serve.set_defaults(func=cmd_serve)
 
     judge = sub.add_parser("judge", help="run only the embedded vLLM judge [embedded]")

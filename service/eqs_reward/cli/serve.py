@@ -44,6 +44,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "serve",
             hint=" (or set EQS_REWARD_JUDGE_URL to a running OpenAI-compatible judge)",
         )
+    if args.ray:
+        require("ray", "serve --ray")
+        from eqs_reward.server.ray_local import run_local
+
+        run_local(settings, replicas=args.replicas)
+        return 0
+    if settings.embedded:
         log.info(
             "no EQS_REWARD_JUDGE_URL: starting the embedded judge (vLLM CPU, SmolLM2-135M) on "
             "port %d; /v1/score answers 503 until it is ready (about a minute)",
