@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from eqs_reward.server.ray_serve import REPLICA_HEADER, build, check_settings
+from eqs_reward.server.ray_serve import ANNOUNCE_S, REPLICA_HEADER, build, check_settings
 from eqs_reward.server.settings import Settings
 from tests._helpers import (
     FAILME,
@@ -192,13 +192,26 @@ def test_every_replica_is_a_scrape_target_and_together_they_count_every_request(
     announces the target; any replica lists them all for Prometheus's HTTP service discovery.
     Summed over the replicas, the request counter the dashboard reads counts every request."""
     live = {a["name"].rsplit("#", 1)[1] for a in _replicas()}
-    groups = httpx.get(serve_url + "/v1/metrics/targets", timeout=30).json()
+    groups = _targets(serve_url)
     groups = [g for g in groups if g["labels"]["replica"] in live]
     assert len(live) == 2 and {g["labels"]["replica"] for g in groups} == live, groups
-    scored = 'eqs_reward_http_requests_total{method="POST",route="/v1/score",status="200"}'
+    _counted_by(groups, serve_url)
+
+
+SCORED = 'eqs_reward_http_requests_total{method="POST",route="/v1/score",status="200"}'
+
+
+def _targets(serve_url: str) -> list[dict[str, Any]]:
+    """What Prometheus's HTTP service discovery reads."""
+    return httpx.get(serve_url + "/v1/metrics/targets", timeout=30).json()  # type: ignore[no-any-return]
+
+
+def _counted_by(groups: list[dict[str, Any]], serve_url: str) -> None:
+    """Ten new scoring requests add exactly ten to the scored-requests counter summed over the
+    ``groups``' targets (what the dashboard's request-rate panel sums)."""
 
     def total() -> float:
-        return sum(metric(f"http://{t}", scored) for g in groups for t in g["targets"])
+        return sum(metric(f"http://{t}", SCORED) for g in groups for t in g["targets"])
 
     before = total()
     for n in range(10):
@@ -310,6 +323,16 @@ def test_killing_a_replica_under_grpo_load_loses_no_request_and_no_acknowledged_
 
     _under_load(serve_url, kill)
     _two_replicas_running(gone=victim["name"])
+    # What the dashboards read follows: the killed replica's scrape target expires (it stopped
+    # announcing it), its replacement's appears, and the two live targets count every request.
+    killed = victim["name"].rsplit("#", 1)[1]
+    live = {a["name"].rsplit("#", 1)[1] for a in _replicas()}
+    deadline = time.monotonic() + 4 * ANNOUNCE_S
+    while {g["labels"]["replica"] for g in _targets(serve_url)} != live:
+        assert time.monotonic() < deadline, (_targets(serve_url), live, killed)
+        time.sleep(1)
+    assert killed not in live
+    _counted_by(_targets(serve_url), serve_url)
 
 
 def test_the_contract_holds_behind_rays_proxy(serve_url: str) -> None:
