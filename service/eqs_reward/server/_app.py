@@ -41,6 +41,7 @@ from eqs_reward.server._middleware import (
 )
 from eqs_reward.server.bank import BankService, BankStore, BankUnavailableError, open_store
 from eqs_reward.server.cache import RedisTier
+from eqs_reward.server.console import ConsoleAuth
 from eqs_reward.server.console import router as console_router
 from eqs_reward.server.errors import ServiceError, envelope
 from eqs_reward.server.heads import HeadUnavailableError
@@ -214,6 +215,7 @@ def build_app(
     app.state.embedded = None
     app.state.redis = None
     app.state.review = None
+    app.state.console_auth = ConsoleAuth(settings)
     _install_error_handlers(app)
     routers = (score_router, openrlhf_router, slime_router, fewshot_router, review_router)
     for router in (*routers, health_router, console_router):

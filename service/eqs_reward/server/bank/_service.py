@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from eqs_reward._jsonl import read_jsonl
+from eqs_reward._resources import judge_cases_dir
 from eqs_reward.evaluation import CaseResult, evaluate, fit_threshold, json_safe
 from eqs_reward.judge.cases import Example, LabeledCase, make_example
 from eqs_reward.server.bank._errors import (
@@ -133,7 +134,7 @@ class BankService:
             )
         gate_on = self.settings.fewshot_gate_tolerance is not None
         if change.dry_run or gate_on:
-            labeled = change.cases or self._gate_cases()
+            labeled = change.cases or self.gate_cases()
             if not labeled:
                 raise InvalidRequestError(
                     "cases: a dry run needs labeled cases (send 'cases' or configure "
@@ -224,8 +225,13 @@ class BankService:
         self._fits.add(task)
         task.add_done_callback(self._fits.discard)
 
-    def _gate_cases(self) -> list[LabeledCase]:
+    def gate_cases(self, packaged: bool = False) -> list[LabeledCase]:
+        """The configured gate cases (``EQS_REWARD_FEWSHOT_GATE_CASES``); none configured:
+        none, or with ``packaged`` the packaged validation cases (``dev.jsonl``, never fit on),
+        which the console's preview shows."""
         path = self.settings.fewshot_gate_cases
+        if path is None and packaged:
+            path = judge_cases_dir() / "dev.jsonl"
         return [] if path is None else [LabeledCase.model_validate(r) for r in read_jsonl(path)]
 
     def _gate_attacks(self) -> list[AttackCase]:

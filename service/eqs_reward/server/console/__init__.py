@@ -20,17 +20,15 @@ import jinja2
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from eqs_reward import _resources
-from eqs_reward._jsonl import read_jsonl
-from eqs_reward.judge.cases import LabeledCase, Labels
+from eqs_reward.judge.cases import Labels
 from eqs_reward.server.bank import BankService
 from eqs_reward.server.console._auth import COOKIE, ConsoleAuth
 from eqs_reward.server.errors import InvalidRequestError, NotFoundError
-from eqs_reward.server.review import ReviewQuery, ReviewQueue, as_example
-from eqs_reward.server.schemas import AddExamples
+from eqs_reward.server.review import ReviewQuery, ReviewQueue
+from eqs_reward.server.schemas import PublishCases
 from eqs_reward.types import DIMENSIONS
 
-__all__ = ["router"]
+__all__ = ["ConsoleAuth", "router"]
 
 HERE = Path(__file__).parent
 CSP = (
@@ -47,9 +45,7 @@ router = APIRouter(prefix="/console", include_in_schema=False)
 
 
 def _auth(request: Request) -> ConsoleAuth:
-    auth: ConsoleAuth | None = getattr(request.app.state, "console_auth", None)
-    if auth is None:
-        auth = request.app.state.console_auth = ConsoleAuth(request.app.state.settings)
+    auth: ConsoleAuth = request.app.state.console_auth  # built with the app (build_app)
     return auth
 
 
@@ -191,29 +187,6 @@ async def label_case(request: Request, case_id: str) -> Response:
 
 
 # -- publishing ----------------------------------------------------------------------------------
-def _gate_cases(request: Request) -> list[LabeledCase]:
-    """The configured gate cases, else the packaged validation cases (never fit on)."""
-    path = request.app.state.settings.fewshot_gate_cases or (
-        _resources.judge_cases_dir() / "dev.jsonl"
-    )
-    return [LabeledCase.model_validate(row) for row in read_jsonl(path)]
-
-
-async def _change(request: Request, note: str, dry_run: bool) -> tuple[list[Any], AddExamples]:
-    items = await _queue(request).publishable(
-        None, request.app.state.settings.fewshot_max_examples_per_add
-    )
-    if not items:
-        raise InvalidRequestError("nothing to publish: label cases first")
-    change = AddExamples(
-        examples=[as_example(i) for i in items],
-        note=note or f"review queue: {len(items)} labeled cases (console)",
-        dry_run=dry_run,
-        cases=_gate_cases(request) if dry_run else None,
-    )
-    return items, change
-
-
 @router.get("/publish")
 async def publish_page(request: Request) -> Response:
     sid = _session(request)
@@ -229,11 +202,16 @@ async def publish(request: Request) -> Response:
     sid, form = await _posted(request)
     bank: BankService = request.app.state.bank_service
     preview = form.get("action") == "preview"
-    items, change = await _change(request, form.get("note", "")[:500], dry_run=preview)
-    outcome = await bank.add(change)
+    change = PublishCases(
+        note=form.get("note", "")[:500],
+        dry_run=preview,
+        # the preview's figures: the configured gate cases, else the packaged validation cases
+        cases=bank.gate_cases(packaged=True) if preview else None,
+    )
+    limit = request.app.state.settings.fewshot_max_examples_per_add
+    items, outcome = await _queue(request).publish(bank, change, limit, via="console")
     if outcome.write is None:
         return _page(request, "publish.html", sid, items=items, comparison=outcome.comparison)
-    await _queue(request).published(items, outcome.write.version)
     return _see(f"/console/bank?b={outcome.write.version}")
 
 

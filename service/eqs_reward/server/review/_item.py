@@ -53,6 +53,7 @@ class ReviewQuery:
     since: datetime | None = None
     until: datetime | None = None
     labeled: bool | None = None
+    published: bool | None = None
 
     def matches(self, item: ReviewItem) -> bool:
         reasons = {r.split(":", 1)[0] for r in item.reasons} | set(item.reasons)
@@ -63,4 +64,5 @@ class ReviewQuery:
             and (self.since is None or item.created_at >= self.since)
             and (self.until is None or item.created_at < self.until)
             and (self.labeled is None or (item.labels is not None) == self.labeled)
+            and (self.published is None or (item.published_in is not None) == self.published)
         )

@@ -18,15 +18,22 @@ import random
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
 
 from eqs_reward.judge.cases import Context, ExampleIn, Labels
+from eqs_reward.server.errors import ConflictError, InvalidRequestError, NotFoundError
 from eqs_reward.server.metrics import Metrics
 from eqs_reward.server.review._item import ReviewItem, ReviewQuery
 from eqs_reward.server.review._select import ReviewRules, select
 from eqs_reward.server.review._stores import ReviewStore
-from eqs_reward.server.schemas import ScoreRequest
+from eqs_reward.server.schemas import AddExamples, PublishCases, ScoreRequest
 from eqs_reward.server.settings import Settings
 from eqs_reward.types import ScoreResponse
+
+if TYPE_CHECKING:
+    from eqs_reward.server.bank import BankService, GateOutcome
 
 __all__ = ["ReviewQueue"]
 
@@ -146,13 +153,48 @@ class ReviewQueue:
         return labeled
 
     async def publishable(self, ids: Sequence[str] | None, limit: int) -> list[ReviewItem]:
-        """The labeled cases not yet published: ``ids`` (each must be one), else the newest up
-        to ``limit``."""
+        """The cases ``ids`` (those that exist), else the newest labeled cases not yet
+        published, up to ``limit``."""
         if ids is not None:
             items = [await self.store.get(i) for i in ids]
             return [i for i in items if i is not None]
-        found, _ = await self.page(ReviewQuery(labeled=True), self.keep + limit, None)
-        return [i for i in found if i.published_in is None][:limit]
+        found, _ = await self.page(ReviewQuery(labeled=True, published=False), limit, None)
+        return found
+
+    async def publish(
+        self, bank: BankService, change: PublishCases, limit: int, via: str
+    ) -> tuple[list[ReviewItem], GateOutcome]:
+        """Labeled cases (``change.ids``, else the newest unpublished ones up to ``limit``) as
+        examples of a new bank version through the bank's gate, then marked with that version.
+        With ``change.dry_run``, only the gate's comparison. ``via`` (API, console) goes into
+        the version's default note. The one publishing path of the API and the console."""
+        items = await self.publishable(change.ids, limit)
+        if change.ids is not None:
+            found = {i.id for i in items}
+            missing = [i for i in change.ids if i not in found]
+            if missing:
+                raise NotFoundError(f"no review case {missing[0]}; GET /v1/review lists them")
+            done = [i.id for i in items if i.published_in is not None or i.labels is None]
+            if done:
+                raise ConflictError(f"case {done[0]} is unlabeled or already published")
+        if not items:
+            raise InvalidRequestError("nothing to publish: label cases first")
+        try:
+            note = change.note or f"review queue: {len(items)} labeled cases ({via})"
+            add = AddExamples(
+                examples=[as_example(i) for i in items],
+                **{**change.model_dump(exclude={"ids", "cases", "attacks"}), "note": note},
+                cases=change.cases,
+                attacks=change.attacks,
+            )
+        except ValidationError as exc:
+            raise InvalidRequestError(
+                f"a case cannot be a bank example: {exc.errors()[0]['msg']}"
+            ) from exc
+        outcome = await bank.add(add)
+        if outcome.write is not None:
+            await self.published(items, outcome.write.version)
+        return items, outcome
 
     async def published(self, items: Sequence[ReviewItem], version: int) -> None:
         for item in items:

@@ -11,16 +11,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
-from pydantic import BeforeValidator, Field, ValidationError
+from pydantic import BeforeValidator, Field
 from pydantic.json_schema import SkipJsonSchema
 
 from eqs_reward.server._http import json_response
 from eqs_reward.server.bank import BankService
-from eqs_reward.server.errors import ConflictError, InvalidRequestError, NotFoundError
-from eqs_reward.server.review import ReviewQuery, ReviewQueue, as_example
+from eqs_reward.server.errors import NotFoundError
+from eqs_reward.server.review import ReviewQuery, ReviewQueue
 from eqs_reward.server.routes._deps import get_bank, require_admin
 from eqs_reward.server.routes._responses import ADMIN, BODY, COMMON, errors
-from eqs_reward.server.schemas import AddExamples, LabelCase, PublishCases
+from eqs_reward.server.schemas import LabelCase, PublishCases
 from eqs_reward.server.settings import MAX_INT64
 
 router = APIRouter(prefix="/v1/review", tags=["review queue"])
@@ -120,34 +120,11 @@ async def publish_cases(
     """Labeled cases as examples of a new bank version, through the bank's gate (201; with
     ``dry_run``, 200 and the gate's comparison of the active and the candidate version). The
     cases are then marked with the version they went into."""
-    queue = _queue(request)
     limit = request.app.state.settings.fewshot_max_examples_per_add
-    items = await queue.publishable(body.ids, limit)
-    if body.ids is not None:
-        found = {i.id for i in items}
-        missing = [i for i in body.ids if i not in found]
-        if missing:
-            raise NotFoundError(f"no review case {missing[0]}; GET /v1/review lists them")
-        done = [i.id for i in items if i.published_in is not None or i.labels is None]
-        if done:
-            raise ConflictError(f"case {done[0]} is unlabeled or already published")
-    if not items:
-        raise InvalidRequestError("nothing to publish: label cases first (POST .../label)")
-    try:
-        examples = [as_example(i) for i in items]
-        note = body.note or f"review queue: {len(examples)} labeled cases"
-        change = AddExamples(
-            examples=examples, **{**body.model_dump(exclude={"ids"}), "note": note}
-        )
-    except ValidationError as exc:
-        raise InvalidRequestError(
-            f"a case cannot be a bank example: {exc.errors()[0]['msg']}"
-        ) from exc
-    outcome = await bank.add(change)
+    items, outcome = await _queue(request).publish(bank, body, limit, via="API")
     if outcome.write is None:
         return json_response({"dry_run": True, **(outcome.comparison or {})})
     write = outcome.write
-    await queue.published(items, write.version)
     payload = {
         "version": write.version,
         "added": write.added,
