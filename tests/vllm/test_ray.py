@@ -17,8 +17,16 @@ import httpx
 import pytest
 import redis
 
+from eqs_reward.server.ray_judge import JUDGE_REPLICA_HEADER
 from eqs_reward.server.ray_serve import REPLICA_HEADER
-from tests._helpers import ServerProcess, docs_block, free_port, service_env, wait_http
+from tests._helpers import (
+    ServerProcess,
+    docs_block,
+    free_port,
+    models_dir,
+    service_env,
+    wait_http,
+)
 
 pytestmark = [pytest.mark.vllm, pytest.mark.ray]
 
@@ -75,6 +83,47 @@ def test_one_command_serves_the_readme_curl_on_ray_serve(
             time.sleep(0.5)
         with pytest.raises(httpx.HTTPError):
             httpx.get(service.url + "/health", timeout=2)
+    finally:
+        service.stop()
+        print(service.log.read_text(errors="replace")[-3000:])
+
+
+def test_the_embedded_judge_as_a_fleet_behind_serves_router(tmp_path: Path) -> None:
+    """``--judge-replicas 2`` with no judge URL: two embedded vLLM judges, each a Serve
+    replica, reached by the service's replicas through Ray's proxy; both answer calls."""
+    port = free_port()
+    env = service_env(
+        EQS_REWARD_DATA_DIR=str(tmp_path / "data"),
+        EQS_REWARD_MODEL_CACHE_DIR=str(models_dir()),
+        EQS_REWARD_DEFAULT_RECIPE="qualeqs-taught",
+    )
+    argv = [sys.executable, "-m", "eqs_reward.cli", "serve", "--ray", "--port", str(port)]
+    argv += ["--judge-replicas", "2"]
+    service = ServerProcess(argv, port, env, tmp_path / "ray-fleet.log").start()
+    try:
+        # the command says it is ready once every judge replica answers
+        deadline = time.monotonic() + 600
+        while "eqs-reward on Ray Serve ready" not in service.log.read_text(errors="replace"):
+            assert service.process is not None and service.process.poll() is None
+            assert time.monotonic() < deadline, "the fleet did not start"
+            time.sleep(2)
+        judges = {
+            httpx.get(service.url + "/judge/v1/models", timeout=30).headers[JUDGE_REPLICA_HEADER]
+            for _ in range(20)
+        }
+        assert len(judges) == 2
+        body = {
+            "items": [
+                {
+                    "context": {"query": "standing desk"},
+                    "suggestions": [f"Standing desks with {n} drawers under $400?"],
+                }
+                for n in range(2, 10)
+            ],
+            "options": {"k": 1, "score_mode": "soft"},
+        }
+        answer = httpx.post(service.url + "/v1/score", json=body, timeout=300).json()
+        assert [r["suggestions"][0]["status"] for r in answer["results"]] == ["ok"] * 8
     finally:
         service.stop()
         print(service.log.read_text(errors="replace")[-3000:])

@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--replicas", type=int, default=2, help="with --ray: service replicas (default 2)"
     )
+    serve.add_argument(
+        "--judge-replicas",
+        type=int,
+        default=0,
+        help="with --ray and no EQS_REWARD_JUDGE_URL: the embedded judge as a Serve fleet of "
+        "this many replicas behind Serve's router (default 0: one judge process)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     judge = sub.add_parser("judge", help="run only the embedded vLLM judge [embedded]")

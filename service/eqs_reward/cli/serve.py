@@ -48,7 +48,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         require("ray", "serve --ray")
         from eqs_reward.server.ray_local import run_local
 
-        run_local(settings, replicas=args.replicas)
+        run_local(settings, replicas=args.replicas, judge_replicas=args.judge_replicas)
         return 0
     if settings.embedded:
         log.info(

@@ -34,6 +34,7 @@ from typing import Any
 
 import httpx
 
+from eqs_reward.server.ray_judge import JUDGE_ROUTE, judge_fleet
 from eqs_reward.server.settings import Settings
 
 __all__ = ["run_local"]
@@ -45,20 +46,32 @@ log = logging.getLogger("eqs_reward.ray")
 OBJECT_STORE_BYTES = 128 * 2**20
 #: Logical CPUs per replica: the service waits on the judge, so replicas share cores with it.
 REPLICA_CPUS = 0.5
+#: Logical CPUs per judge replica (vLLM's CPU build uses the cores it finds; this only places it).
+JUDGE_CPUS = 0.5
 
 
-def run_local(settings: Settings, replicas: int = 2) -> None:
-    """Run the judge, Redis, a local Ray cluster and the Serve application until stopped."""
-    asyncio.run(_run(settings, replicas))
+def run_local(settings: Settings, replicas: int = 2, judge_replicas: int = 0) -> None:
+    """Run the judge, Redis, a local Ray cluster and the Serve application until stopped
+    (``judge_replicas``: the embedded judge as a fleet of that many Serve replicas, instead of
+    one process beside the cluster)."""
+    asyncio.run(_run(settings, replicas, judge_replicas))
 
 
-async def _run(settings: Settings, replicas: int) -> None:
+async def _run(settings: Settings, replicas: int, judge_replicas: int) -> None:
     stop = asyncio.Event()
     _on_signals(stop)
     async with contextlib.AsyncExitStack() as stack:
         judge_url = settings.judge_url
         judge = None
-        if not judge_url:
+        url = f"http://{_client_host(settings.host)}:{settings.port}"
+        fleet = judge_replicas > 0 and not judge_url
+        if fleet:
+            from eqs_reward.judge.embedded import prepare_model
+
+            # once, here: the replicas would race to convert the same model folder
+            await asyncio.to_thread(prepare_model, settings.models_dir)
+            judge_url = url + JUDGE_ROUTE + "/v1"
+        elif not judge_url:
             from eqs_reward.server import Metrics, embedded_judge
 
             judge = embedded_judge(settings, Metrics())
@@ -68,19 +81,21 @@ async def _run(settings: Settings, replicas: int) -> None:
             log.info("starting the embedded judge at %s (about a minute)", judge_url)
         redis_url = settings.redis_url or stack.enter_context(_redis(settings.data_dir / "redis"))
         env = _replica_env(settings, judge_url, redis_url)
-        stack.enter_context(await asyncio.to_thread(_serve, settings, replicas, env))
+        stack.enter_context(
+            await asyncio.to_thread(_serve, settings, replicas, env, judge_replicas if fleet else 0)
+        )
         _on_signals(stop)  # again: Ray's core worker installs its own handlers, which exit at once
-        url = f"http://{_client_host(settings.host)}:{settings.port}"
         if judge is not None:
             await _first(judge.ready.wait(), stop.wait())
         while not stop.is_set() and not await _ready(url):
             await _first(asyncio.sleep(1.0), stop.wait())
         if not stop.is_set():
             log.info(
-                "eqs-reward on Ray Serve: %s (%d replicas; judge %s; Redis %s); Ctrl-C stops it",
+                "eqs-reward on Ray Serve: %s (%d replicas; judge %s%s; Redis %s); Ctrl-C stops it",
                 url,
                 replicas,
                 judge_url,
+                f", a fleet of {judge_replicas}" if fleet else "",
                 redis_url,
             )
             print(f"eqs-reward on Ray Serve ready: {url}", flush=True)
@@ -113,13 +128,16 @@ def _replica_env(settings: Settings, judge_url: str, redis_url: str) -> dict[str
 
 
 @contextlib.contextmanager
-def _serve(settings: Settings, replicas: int, env: dict[str, str]) -> Iterator[None]:
+def _serve(
+    settings: Settings, replicas: int, env: dict[str, str], judge_replicas: int
+) -> Iterator[None]:
     import ray
     from ray import serve
 
     from eqs_reward.server.ray_serve import build
 
-    cpus = max(os.cpu_count() or 1, math.ceil(replicas * REPLICA_CPUS))
+    need = replicas * REPLICA_CPUS + judge_replicas * JUDGE_CPUS
+    cpus = max(os.cpu_count() or 1, math.ceil(need))
     ray.init(
         num_cpus=cpus,
         object_store_memory=OBJECT_STORE_BYTES,
@@ -133,6 +151,9 @@ def _serve(settings: Settings, replicas: int, env: dict[str, str]) -> Iterator[N
         )
         app = build({"num_replicas": replicas, "num_cpus": REPLICA_CPUS})
         serve.run(app, name="eqs-reward", route_prefix="/")
+        if judge_replicas:  # returns once every judge answers (about a minute)
+            fleet = judge_fleet(judge_replicas, settings.judge_concurrency, JUDGE_CPUS)
+            serve.run(fleet, name="judge", route_prefix=JUDGE_ROUTE)
         yield
     finally:
         with contextlib.suppress(Exception):
@@ -153,7 +174,7 @@ def _redis(folder: Path) -> Iterator[str]:
     import redis
 
     folder.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder)]
     argv += ["--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]
     # Its own session: a terminal's Ctrl-C reaches this command, which stops Redis last, after
@@ -182,7 +203,7 @@ def _redis(folder: Path) -> Iterator[str]:
             process.kill()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     import socket
 
     with socket.socket() as s:
