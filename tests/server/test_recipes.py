@@ -443,3 +443,16 @@ def test_the_shipped_default_recipe_is_the_product_of_its_stacked_dimensions() -
         dimensions = recipe.dimensions(signals)
         assert dimensions is not None and all(0.0 < v <= 1.0 for v in dimensions.values())
         assert recipe.suggestion_reward(signals) == pytest.approx(math.prod(dimensions.values()))
+
+
+def test_a_served_recipe_description_is_the_recipe_again() -> None:
+    """Offline measures rebuild the recipe a server runs from GET /v1/recipes."""
+    for recipe in load_recipes(_resources.prompts_dir() / "recipes").values():
+        again = Recipe.from_description(json.loads(json.dumps(recipe.describe())))
+        assert (again.key, again.heads, again.suggestion, again.set, again.fit) == (
+            recipe.key,
+            recipe.heads,
+            recipe.suggestion,
+            recipe.set,
+            recipe.fit,
+        )

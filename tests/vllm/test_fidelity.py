@@ -63,9 +63,8 @@ def test_the_default_reward_holds_its_fidelity_floors_and_the_gate_refuses_a_wor
     ).start()
     try:
         wait_http(worse.url + "/ready", 120)
-        refused = _fidelity_report(
-            worse.url, "--split", "validation", "--prompts-dir", str(prompts)
-        )
+        # the report reads the recipe the service runs, not the packaged one
+        refused = _fidelity_report(worse.url, "--split", "validation")
     finally:
         worse.stop()
     assert refused.returncode == 1, refused.stdout[-3000:] + refused.stderr[-3000:]

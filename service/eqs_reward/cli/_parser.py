@@ -185,9 +185,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="default: both",
     )
-    report.add_argument(
-        "--prompts-dir", default=None, help="the service's EQS_REWARD_PROMPTS_DIR, if it has one"
-    )
     report.add_argument("--floors", default=None, help="floors JSON: exit 1 when one is missed")
     report.add_argument("--out", default=None, help="folder for report.md and report.json")
     report.add_argument("--readme", default=None, help="quote the table in this README")

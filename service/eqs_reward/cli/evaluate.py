@@ -53,9 +53,8 @@ def cmd_fidelity_report(args: argparse.Namespace) -> int:
 
     with RewardClient(args.url) as client:
         default = client.recipes()["default"]
-    prompts = Path(args.prompts_dir) if args.prompts_dir else None
     reports = [
-        fidelity.measure(args.url, recipe, mode, split, prompts=prompts)
+        fidelity.measure(args.url, recipe, mode, split)
         for recipe in (args.recipe or [default])
         for mode in (args.mode or ["soft"])
         for split in (args.split or list(fidelity.SPLITS))

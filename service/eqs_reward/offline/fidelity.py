@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from eqs_reward._jsonl import read_jsonl
-from eqs_reward._resources import judge_cases_dir, prompts_dir
+from eqs_reward._resources import judge_cases_dir
 from eqs_reward.client import RewardClient
 from eqs_reward.evaluation import roc_auc
 from eqs_reward.types import DIMENSIONS, ScoreMode, SuggestionScore
@@ -124,11 +124,17 @@ def dimension_values(recipe: Any, signals: dict[str, float]) -> dict[str, float]
     return out
 
 
-def _recipe(name: str, prompts: Path | None = None) -> Any:
-    """The recipe as the service loads it (``prompts``: its EQS_REWARD_PROMPTS_DIR, if set)."""
-    from eqs_reward.server.recipes import load_recipes
+def _served_recipe(url: str, name: str) -> Any:
+    """The recipe as the service at ``url`` runs it (a refit for its judge, a recipe from its
+    own EQS_REWARD_PROMPTS_DIR), from ``GET /v1/recipes``."""
+    from eqs_reward.server.recipes import Recipe
 
-    return load_recipes((prompts or prompts_dir()) / "recipes")[name]
+    with RewardClient(url) as client:
+        listing = client.recipes()
+    described = next((r for r in listing["recipes"] if r["id"] == name), None)
+    if described is None:
+        raise ValueError(f"the service at {url} has no recipe {name!r}")
+    return Recipe.from_description(described)
 
 
 SPLITS = ("validation", "dev")
@@ -149,12 +155,11 @@ def measure(
     mode: ScoreMode = "soft",
     split: str = "validation",
     cache: bool = True,
-    prompts: Path | None = None,
 ) -> dict[str, Any]:
     """One recipe's fidelity on a split of labeled cases it was not fit on."""
     cases = split_cases(split)
     scored, meta = _score(url, cases, recipe, mode, cache)
-    definition = _recipe(recipe, prompts)
+    definition = _served_recipe(url, recipe)
     rows = [
         (case, s)
         for case, s in zip(cases, scored, strict=True)

@@ -349,7 +349,27 @@ class Recipe:
 
     @classmethod
     def from_toml(cls, path: Path) -> Recipe:
-        data = read_versioned(path, RecipeError, "recipe")
+        return cls.from_dict(read_versioned(path, RecipeError, "recipe"), path)
+
+    @classmethod
+    def from_description(cls, described: Mapping[str, Any]) -> Recipe:
+        """The recipe a server describes (``GET /v1/recipes``), checked like a file: what
+        offline measures read, so that they compute with the recipe the server runs."""
+        data = {
+            "id": described["id"],
+            "version": described["version"],
+            "description": described.get("description", ""),
+            "heads": {h: spec.get("settings", {}) for h, spec in described["heads"].items()},
+            "suggestion_reward": described["suggestion_reward"],
+            "set_reward": described["set_reward"],
+        }
+        if described.get("fit") is not None:
+            data["fit"] = described["fit"]
+        return cls.from_dict(data, Path(f"<served {described['id']}>"))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], path: Path) -> Recipe:
+        """A recipe from its parsed TOML (``path``: where it came from, for errors)."""
         recipe_id = data["id"]
         if not VERSION_ID.match(recipe_id):
             raise RecipeError(f"{path}: invalid recipe id {recipe_id!r}")
