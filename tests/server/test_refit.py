@@ -50,6 +50,7 @@ def test_a_recipe_fit_for_another_judge_is_refit_and_kept(
     assert fitted["version"] == SHIPPED.version + 1
     assert fitted["fit"]["judge_model"] == "stub"
     assert fitted["fit"]["prompt_version"] == "qualeqs-v2"
+    assert fitted["fit"]["refit_of"] == SHIPPED.version
     # 691 fitting cases less the bank's examples, every one judged
     assert fitted["fit"]["cases"] > 600 and stub.calls >= fitted["fit"]["cases"]
     assert metric(client, 'eqs_reward_recipe_fit_stale{recipe="qualeqs-taught"}') == 0
@@ -99,3 +100,25 @@ def test_a_refit_the_judge_fails_is_retried_and_serving_goes_on(
     assert metric(client, 'eqs_reward_recipe_fit_stale{recipe="qualeqs-taught"}') == 1
     answer = client.post("/v1/score", json=score_body(item("desk", "Desks with drawers?")))
     assert answer.status_code == 200  # a judge failure is a flagged result, never an error
+
+
+def test_a_stored_fit_of_an_older_shipped_version_is_not_used(
+    make_client: Callable[..., TestClient], tmp_path: Path
+) -> None:
+    """After an upgrade ships a new version of the recipe, a fit of the old one is stale."""
+    stored = tmp_path / "recipe-fits" / "stub--qualeqs-v2" / f"{TAUGHT}.toml"
+    stored.parent.mkdir(parents=True)
+    shipped = (Path(__file__).parents[2] / "prompts" / "recipes" / f"{TAUGHT}.toml").read_text()
+    old = shipped.replace('judge_model = "smollm2-135m-instruct"', 'judge_model = "stub"')
+    old = old.replace("date = ", f"refit_of = {SHIPPED.version - 1}\ndate = ")
+    old = old.replace(f"version = {SHIPPED.version}", f"version = {SHIPPED.version + 7}")
+    stored.write_text(old)
+    client = make_client(recipe_refit="off")
+    assert recipe(client)["version"] == SHIPPED.version
+    # the same file, a fit of the shipped version, is used
+    stored.write_text(
+        old.replace(f"refit_of = {SHIPPED.version - 1}", f"refit_of = {SHIPPED.version}")
+    )
+    again = make_client(recipe_refit="off")
+    assert recipe(again)["version"] == SHIPPED.version + 7
+    assert metric(again, 'eqs_reward_recipe_fit_stale{recipe="qualeqs-taught"}') == 0

@@ -369,9 +369,10 @@ def write_recipe(
     terms = {d: _stacked_term(d, fit["dimensions"][d]) for d in DIMENSIONS}
     version = _next_version(path, terms, base_version)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = _recipe_text(
-        path.stem, fit["dimensions"], terms, judge_model, prompt_version, fit["cases"], version
-    )
+    head = {"judge_model": judge_model, "prompt_version": prompt_version, "cases": fit["cases"]}
+    if base_version:  # a service's refit of a shipped recipe: which one (see server/refit.py)
+        head["refit_of"] = base_version
+    text = _recipe_text(path.stem, fit["dimensions"], terms, head, version)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text, "utf-8")
     tmp.replace(path)
@@ -427,12 +428,13 @@ def _recipe_text(
     recipe_id: str,
     fitted: dict[str, Any],
     terms: dict[str, Any],
-    judge_model: str,
-    prompt_version: str,
-    cases: int,
+    fit: dict[str, Any],
     version: int,
 ) -> str:
+    """``fit``: the ``[fit]`` table (judge_model, prompt_version, cases; refit_of), dated."""
     date = f"{datetime.now(UTC):%Y-%m-%d}"
+    fit = {**fit, "date": date}
+    judge_model, prompt_version, cases = fit["judge_model"], fit["prompt_version"], fit["cases"]
     lines = [
         "# QualEQS with the taught head: per dimension, a logistic stacker over the judge's soft",
         "# score and the taught head's probability, fit on labels (not set by hand):",
@@ -462,10 +464,7 @@ def _recipe_text(
         "# What the stacking was fit for: the service refits it when its judge or prompt differ",
         "# (EQS_REWARD_RECIPE_REFIT).",
         "[fit]",
-        f"judge_model = {json.dumps(judge_model)}",
-        f"prompt_version = {json.dumps(prompt_version)}",
-        f"cases = {cases}",
-        f'date = "{date}"',
+        *(f"{key} = {json.dumps(value)}" for key, value in fit.items()),
         "",
         "[suggestion_reward]",
         "product = [",

@@ -282,6 +282,13 @@ class Recipe:
         fit = self.source.get("fit")
         return dict(fit) if isinstance(fit, dict) else None
 
+    @property
+    def refit_of(self) -> int | None:
+        """For a service's refit, the version of the recipe it refit (``[fit] refit_of``)."""
+        fit = self.fit or {}
+        value = fit.get("refit_of")
+        return value if isinstance(value, int) else None
+
     def fit_for(self, judge_model: str, prompt_version: str) -> bool:
         """Whether the stacking was fit for this judge and prompt (True when nothing stacks)."""
         fit = self.fit

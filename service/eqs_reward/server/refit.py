@@ -7,7 +7,9 @@ scale (a large judge is worth far more weight than the 135M embedded one), so at
 service compares every stacking recipe's fit with its own judge and prompt:
 
 - a fit for them that this service made before (``<data dir>/recipe-fits/<judge>--<prompt>/``)
-  replaces the packaged recipe, so switching judges back and forth refits each once;
+  of the same packaged recipe version (its ``[fit] refit_of``) replaces the packaged recipe, so
+  switching judges back and forth refits each once, and an upgrade that ships a new version of
+  the recipe is refit again;
 - otherwise the recipe is **stale**: logged, ``eqs_reward_recipe_fit_stale{recipe}`` is 1 and
   ``GET /v1/recipes`` shows its ``fit``. With ``EQS_REWARD_RECIPE_REFIT=background`` (the
   default) the service refits it in the background, as ``eqs-reward fidelity fit`` does: it
@@ -26,6 +28,7 @@ arrive at the same recipe.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import re
 from collections.abc import Sequence
@@ -76,7 +79,8 @@ def with_stored_fits(
         except RecipeError as exc:
             log.warning("ignoring a stored recipe fit: %s", exc)
             continue
-        if stored.fit_for(judge_model, prompt_version):
+        # a fit of this very recipe version (an upgrade that ships another one is refit)
+        if stored.fit_for(judge_model, prompt_version) and stored.refit_of == recipe.version:
             out[name] = stored
     return out
 
@@ -130,7 +134,7 @@ class Refitter:
                     JUDGE_RECIPE,
                 )
                 continue
-            for attempt in range(1_000_000):
+            for attempt in itertools.count():
                 try:
                     await self.refit(name)
                     break
