@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from eqs_reward._resources import prompts_dir
-from eqs_reward.offline.fidelity import _next_version, check, dimension_values
+from eqs_reward.offline.fidelity import check, dimension_values
 from eqs_reward.server.recipes import load_recipes
 from eqs_reward.types import DIMENSIONS
 from tests._helpers import ROOT, ServerProcess
@@ -55,20 +55,6 @@ def test_a_dimension_of_a_recipe_is_its_reward_with_the_others_at_one() -> None:
     taught = dimension_values(recipes["qualeqs-taught"], signals)
     product = recipes["qualeqs-taught"].suggestion_reward(signals)
     assert math.prod(taught.values()) == pytest.approx(product)
-
-
-def test_a_refit_that_changes_the_stacking_is_a_new_recipe_version(tmp_path: Path) -> None:
-    import tomllib
-
-    path = tmp_path / "qualeqs-taught.toml"
-    assert _next_version(path, {}, 0) == 1
-    path.write_text((prompts_dir() / "recipes" / "qualeqs-taught.toml").read_text())
-    shipped = tomllib.loads(path.read_text())
-    current = shipped["version"]
-    terms = dict(zip(DIMENSIONS, shipped["suggestion_reward"]["product"], strict=True))
-    assert _next_version(path, terms, 0) == current
-    moved = {d: {"stacked": {**t["stacked"], "threshold": 0.42}} for d, t in terms.items()}
-    assert _next_version(path, moved, 0) == current + 1
 
 
 def test_the_committed_report_meets_the_committed_floors() -> None:

@@ -15,7 +15,7 @@ service compares every stacking recipe's fit with its own judge and prompt:
   default) the service refits it in the background, as ``eqs-reward fidelity fit`` does: it
   scores the packaged fitting cases with the judge alone (recipe ``qualeqs``, soft, at the
   active bank version, whose examples are left out of the fit because they are in the judge's
-  prompt), fits the stacking (``eqs_reward.offline.fidelity.fit_scored``), writes it there and
+  prompt), fits the stacking (``eqs_reward.offline.stacking.fit_scored``), writes it there and
   swaps it in. Requests are served meanwhile with the stale fit, and every response names the
   recipe version it used (``meta.recipe.version``: the refit is a new version, so no cached
   score of the old one is reused). A failed refit (judge down) is retried with backoff.
@@ -148,21 +148,21 @@ class Refitter:
 
     async def refit(self, name: str) -> Recipe:
         """Fit ``name``'s stacking on this judge's scores, store it and swap it in."""
-        from eqs_reward.offline import fidelity
+        from eqs_reward.server.heads import stacking
 
         scoring = self.scoring
         active = await scoring.bank.active()
-        cases = fidelity.stacking_cases(active.examples)
+        cases = stacking.stacking_cases(active.examples)
         scored = await self._judge(cases, active.version)
         ok = sum(1 for s in scored if s.status == "ok")
         if ok < MIN_SCORED * len(cases):
             raise RuntimeError(f"the judge scored {ok} of {len(cases)} fitting cases")
-        taught = await fidelity.oof_taught(cases, active.examples, scoring.heads.taught)
-        fit = await asyncio.to_thread(fidelity.fit_scored, cases, scored, taught)
+        taught = await stacking.oof_taught(cases, active.examples, scoring.heads.taught)
+        fit = await asyncio.to_thread(stacking.fit_scored, cases, scored, taught)
         path = fits_dir(self.settings, self.judge_model, self.prompt_version) / f"{name}.toml"
         base = scoring.recipes[name].version
         await asyncio.to_thread(
-            fidelity.write_recipe, path, fit, self.judge_model, self.prompt_version, base
+            stacking.write_recipe, path, fit, self.judge_model, self.prompt_version, base
         )
         recipe = Recipe.from_toml(path)
         scoring.install_recipe(recipe)
