@@ -124,6 +124,16 @@ def test_the_embedded_judge_as_a_fleet_behind_serves_router(tmp_path: Path) -> N
         }
         answer = httpx.post(service.url + "/v1/score", json=body, timeout=300).json()
         assert [r["suggestions"][0]["status"] for r in answer["results"]] == ["ok"] * 8
+        # stopped as a whole process group (Ray's processes too) and killed when slow: the
+        # command's Redis, in a session of its own, still goes with it
+        started = re.search(r"started Redis at (redis://\S+)", service.log.read_text())
+        assert started and _redis_up(started[1])
+        service.stop()
+        service.kill()
+        deadline = time.monotonic() + 30
+        while _redis_up(started[1]):
+            assert time.monotonic() < deadline, "the command's Redis outlived it"
+            time.sleep(0.5)
     finally:
         service.stop()
         print(service.log.read_text(errors="replace")[-3000:])

@@ -154,7 +154,7 @@ def vllm_command(
     ]
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+def die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
     """Ask Linux to SIGTERM the child if the service dies without cleaning up (SIGKILL)."""
     with contextlib.suppress(Exception):
         import ctypes
@@ -260,7 +260,7 @@ class EmbeddedJudge:
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         log.info("started embedded vLLM judge (pid %d), log: %s", self.process.pid, self.log_path)
 

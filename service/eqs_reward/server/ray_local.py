@@ -34,6 +34,7 @@ from typing import Any
 
 import httpx
 
+from eqs_reward.judge.embedded import die_with_parent
 from eqs_reward.server.ray_judge import JUDGE_ROUTE, judge_fleet
 from eqs_reward.server.settings import Settings
 
@@ -178,9 +179,13 @@ def _redis(folder: Path) -> Iterator[str]:
     argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder)]
     argv += ["--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]
     # Its own session: a terminal's Ctrl-C reaches this command, which stops Redis last, after
-    # the replicas that write to it.
+    # the replicas that write to it; and it dies with this command if that is killed outright.
     process = subprocess.Popen(
-        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        argv,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=die_with_parent,
     )
     try:
         deadline = time.monotonic() + 10
