@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -284,12 +283,14 @@ def _prompts_copy(tmp_path: Path, blend_version: int) -> Path:
     return folder
 
 
-def test_a_recipe_version_changes_the_keys_of_exactly_its_scores(tmp_path: Path) -> None:
+def test_a_recipe_version_changes_the_keys_of_exactly_its_scores(
+    tmp_path: Path, redis_url: str, redis_prefix: str
+) -> None:
     """Two deployments sharing one real Redis: the second has the blended recipe at version 2.
     Its default-recipe scores all come from the first's cache; its blended ones are asked
     again, judge and shopper alike."""
-    prefix = f"eqs-test-{uuid.uuid4().hex[:8]}:"
-    shared = redis.Redis(host="127.0.0.1", port=6379)
+    prefix = redis_prefix
+    shared = redis.Redis.from_url(redis_url)
     body_default = score_body(item("desk", GOOD, GOOD2, SHORT))
     body_blend = score_body(item("desk", GOOD, GOOD2, SHORT), recipe="qualeqs-blend")
 
@@ -298,7 +299,7 @@ def test_a_recipe_version_changes_the_keys_of_exactly_its_scores(tmp_path: Path)
         settings = make_settings(
             tmp_path / f"v{version}",
             prompts_dir=_prompts_copy(tmp_path, version),
-            redis_url="redis://127.0.0.1:6379/0",
+            redis_url=redis_url,
             redis_key_prefix=prefix,
             cache_max_entries=0,  # only Redis: what a fresh replica sees
         )
@@ -324,8 +325,6 @@ def test_a_recipe_version_changes_the_keys_of_exactly_its_scores(tmp_path: Path)
             assert stub2.calls == 6  # the blended recipe's: all new keys
         assert len(set(shared.scan_iter(f"{prefix}*"))) == 9 + 6
     finally:
-        for key in shared.scan_iter(f"{prefix}*"):
-            shared.delete(key)
         shared.close()
 
 
