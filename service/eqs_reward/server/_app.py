@@ -163,11 +163,10 @@ async def init_app_state(app: FastAPI, stack: AsyncExitStack) -> None:
         state.review = scoring.review = open_review(settings, redis_client, metrics)
         stack.push_async_callback(state.review.close)
     refitter = Refitter(scoring)
-    if settings.recipe_refit == "background" and refitter.stale():
-        refit = asyncio.create_task(refitter.run(), name="eqs-reward-recipe-refit")
+    stale = refitter.report()
+    if settings.recipe_refit == "background" and stale:
+        refit = asyncio.create_task(refitter.run(stale), name="eqs-reward-recipe-refit")
         stack.push_async_callback(_cancelled, refit)
-    else:
-        refitter.report()
     log.info(
         "eqs-reward %s serving; judge %s (%s), prompt %s, few-shot version %d",
         __version__,

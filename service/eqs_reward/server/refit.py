@@ -121,9 +121,10 @@ class Refitter:
                 )
         return stale
 
-    async def run(self) -> None:
-        """Refit every stale recipe, retrying each until it is done (a background task)."""
-        for name in self.report():
+    async def run(self, stale: list[str]) -> None:
+        """Refit the ``stale`` recipes (``report()``'s), retrying each until it is done (a
+        background task)."""
+        for name in stale:
             recipes = self.scoring.recipes
             if not refittable(recipes[name]) or JUDGE_RECIPE not in recipes:
                 log.error(
