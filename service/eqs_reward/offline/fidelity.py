@@ -163,6 +163,10 @@ def measure(
             statistics.quantiles(other_rewards, n=4)[2] if len(other_rewards) > 1 else math.nan
         ),
         "heads": meta.get("recipe", {}).get("heads", {}),
+        # which fit was measured: a service's own refit is another version (refit_of names
+        # the shipped one), with other coefficients than the packaged file's
+        "recipe_version": meta.get("recipe", {}).get("version"),
+        "refit_of": definition.refit_of,
         "judge_model": meta.get("judge_model"),
         "fewshot_version": meta.get("fewshot_version"),
     }
@@ -249,8 +253,14 @@ def render(reports: Sequence[dict[str, Any]], floors: dict[str, Any], command: s
         "Gate: " + ("**passes**" if not failures else "**fails**: " + "; ".join(failures)),
     ]
     if reports:
+        served = {
+            f"{r['recipe']} version {r.get('recipe_version')}"
+            + (f" (the service's refit of version {r['refit_of']})" if r.get("refit_of") else "")
+            for r in reports
+        }
         lines += [
             "",
-            f"Heads: `{json.dumps(reports[0]['heads'])}`; judge {reports[0]['judge_model']}.",
+            f"Heads: `{json.dumps(reports[0]['heads'])}`; judge {reports[0]['judge_model']}; "
+            f"recipes as served: {', '.join(sorted(served))}.",
         ]
     return "\n".join(lines) + "\n"
