@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from eqs_reward.judge._guard import group_members
+from eqs_reward.judge._guard import group_members, guarded
 
+#: The guard's command line as its docstring gives it.
 GUARD = [sys.executable, "-m", "eqs_reward.judge._guard"]
 
 #: Starts an "engine" that starts a "worker", both in the same process group, then waits
@@ -53,7 +54,7 @@ def test_the_judge_group_dies_with_a_supervisor_killed_outright(tmp_path: Path) 
         f"""
         import subprocess, sys, time
         from eqs_reward.judge._guard import die_with_parent
-        guard = subprocess.Popen({GUARD!r} + ["--", sys.executable, "-c", {SERVER!r}],
+        guard = subprocess.Popen({guarded([sys.executable, "-c", SERVER])!r},
                                  start_new_session=True, preexec_fn=die_with_parent)
         open({str(pid_file)!r}, "w").write(str(guard.pid))
         time.sleep(300)
@@ -74,7 +75,7 @@ def test_the_judge_group_dies_with_a_supervisor_killed_outright(tmp_path: Path) 
 def test_the_group_dies_with_a_guard_killed_outright() -> None:
     """Ray, when a replica's actor exits, SIGKILLs the actor's direct children: the guard.
     Its watcher still takes the server, engine and worker down."""
-    guard = subprocess.Popen([*GUARD, "--", sys.executable, "-c", SERVER], start_new_session=True)
+    guard = subprocess.Popen(guarded([sys.executable, "-c", SERVER]), start_new_session=True)
     try:
         _started(guard.pid, 5)
         guard.kill()
@@ -86,7 +87,7 @@ def test_the_group_dies_with_a_guard_killed_outright() -> None:
 
 
 def test_what_the_command_leaves_behind_goes_and_its_exit_code_is_kept() -> None:
-    guard = subprocess.Popen([*GUARD, "--", sys.executable, "-c", SERVER, "3"])
+    guard = subprocess.Popen(guarded([sys.executable, "-c", SERVER, "3"]))
     assert guard.wait(timeout=60) == 3
     _wait_until(
         lambda: not group_members(guard.pid, zombies=True),
@@ -96,7 +97,7 @@ def test_what_the_command_leaves_behind_goes_and_its_exit_code_is_kept() -> None
 
 def test_sigterm_stops_the_group_and_sigkills_what_ignores_it() -> None:
     stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)"
-    guard = subprocess.Popen([*GUARD, "--grace", "1", "--", sys.executable, "-c", stubborn])
+    guard = subprocess.Popen(guarded([sys.executable, "-c", stubborn], "--grace", "1"))
     try:
         _started(guard.pid, 3)
         time.sleep(0.5)  # the command has set its handler
@@ -109,7 +110,7 @@ def test_sigterm_stops_the_group_and_sigkills_what_ignores_it() -> None:
 
 def test_the_guard_leads_its_own_group_even_when_started_in_ours() -> None:
     """Started without a session of its own it must not stop its caller's group (ours)."""
-    guard = subprocess.Popen([*GUARD, "--", sys.executable, "-c", "pass"])
+    guard = subprocess.Popen(guarded([sys.executable, "-c", "pass"]))
     assert guard.wait(timeout=60) == 0
     assert os.getpid() in group_members(os.getpgrp())
 

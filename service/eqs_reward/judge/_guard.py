@@ -28,12 +28,17 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-__all__ = ["die_with_parent", "group_members", "main"]
+__all__ = ["die_with_parent", "group_members", "guarded", "main"]
 
 #: Seconds the group gets between SIGTERM and SIGKILL.
 DEFAULT_GRACE_S = 10.0
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _MODULE = "eqs_reward.judge._guard"
+
+
+def guarded(command: Sequence[str], *options: str) -> list[str]:
+    """The argv that runs ``command`` under the guard (``options``: the guard's own)."""
+    return [sys.executable, "-m", _MODULE, *options, "--", *command]
 
 
 def _prctl(option: int, value: int) -> None:
@@ -137,8 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.getpgrp() != os.getpid():
             os.setsid()  # never signal a group that is not the guard's own
         watcher = subprocess.Popen(
-            [sys.executable, "-m", _MODULE, "--watch", f"--grace={options.grace}", "--", *args],
-            preexec_fn=die_with_parent,
+            guarded(args, "--watch", f"--grace={options.grace}"), preexec_fn=die_with_parent
         )
         code = _wait(watcher, stopping)
         if code is None:

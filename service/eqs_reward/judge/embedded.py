@@ -30,6 +30,7 @@ from pathlib import Path
 import httpx
 
 from eqs_reward.judge._guard import die_with_parent as die_with_parent
+from eqs_reward.judge._guard import guarded
 
 log = logging.getLogger("eqs_reward.embedded")
 
@@ -245,9 +246,8 @@ class EmbeddedJudge:
         env["HF_HUB_OFFLINE"] = "1"
         env["TRANSFORMERS_OFFLINE"] = "1"
         # under the guard: vLLM's engine and worker go with it, whatever kills us
-        command = [sys.executable, "-m", "eqs_reward.judge._guard", "--"]
-        command += vllm_command(
-            model_dir, self.served_name, self.port, self.max_model_len, self.dtype
+        command = guarded(
+            vllm_command(model_dir, self.served_name, self.port, self.max_model_len, self.dtype)
         )
         with open(self.log_path, "ab") as out:
             self.process = subprocess.Popen(
