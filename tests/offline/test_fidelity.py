@@ -14,7 +14,7 @@ import pytest
 
 from eqs_reward._resources import prompts_dir
 from eqs_reward.offline.fidelity import check, dimension_values
-from eqs_reward.server.recipes import load_recipes
+from eqs_reward.server.recipes import FitFor, load_recipes
 from eqs_reward.types import DIMENSIONS
 from tests._helpers import ROOT, ServerProcess
 
@@ -94,6 +94,8 @@ def test_fit_writes_a_recipe_the_service_loads(
     assert main(["fidelity", "fit", "--url", service.url, "--out", str(out)]) == 0
     recipe = load_recipes(out.parent)["qualeqs-taught"]
     assert recipe.version == 1
+    # fit for the service's judge and prompt, and the taught head it was computed with
+    assert recipe.fit_for(FitFor("stub", "qualeqs-v2", "taught-3/wordllama-l2_supercat-256"))
     text = out.read_text()
     for dimension in DIMENSIONS:
         line = re.search(rf"#   {dimension}: ([\d.na]+) / ([\d.]+) / ([\d.]+)", text)

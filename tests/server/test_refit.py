@@ -13,12 +13,18 @@ import pytest
 from fastapi.testclient import TestClient
 
 from eqs_reward.judge.stub import StubJudge
-from eqs_reward.server.recipes import load_recipes
+from eqs_reward.server.heads.taught import FEATURES
+from eqs_reward.server.recipes import FitFor, Recipe, load_recipes
 from eqs_reward.server.refit import refittable
 from tests._helpers import item, metric, score_body
 
 TAUGHT = "qualeqs-taught"
 SHIPPED = load_recipes(Path(__file__).parents[2] / "prompts" / "recipes")[TAUGHT]
+SHIPPED_TEXT = (Path(__file__).parents[2] / "prompts" / "recipes" / f"{TAUGHT}.toml").read_text()
+EMBEDDED = "smollm2-135m-instruct"
+WORDLLAMA = f"{FEATURES}/wordllama-l2_supercat-256"
+#: Where a service on the stub judge and wordllama keeps its fits (under its data dir).
+STUB_FITS = Path("recipe-fits") / f"stub--qualeqs-v2--{FEATURES}_wordllama-l2_supercat-256"
 
 
 def recipe(client: TestClient) -> dict[str, Any]:
@@ -35,11 +41,40 @@ def refit_done(client: TestClient, timeout: float = 120.0) -> dict[str, Any]:
     raise AssertionError("no refit within the timeout")
 
 
-def test_the_shipped_recipe_is_fit_for_the_embedded_judge() -> None:
-    assert SHIPPED.fit_for("smollm2-135m-instruct", "qualeqs-v2")
-    assert not SHIPPED.fit_for("stub", "qualeqs-v2")
-    assert not SHIPPED.fit_for("smollm2-135m-instruct", "qualeqs-v1")
+def test_the_shipped_recipe_is_fit_for_the_embedded_judge_and_wordllama() -> None:
+    assert SHIPPED.fit_for(FitFor(EMBEDDED, "qualeqs-v2", WORDLLAMA))
+    assert not SHIPPED.fit_for(FitFor("stub", "qualeqs-v2", WORDLLAMA))
+    assert not SHIPPED.fit_for(FitFor(EMBEDDED, "qualeqs-v1", WORDLLAMA))
+    assert not SHIPPED.fit_for(FitFor(EMBEDDED, "qualeqs-v2", f"{FEATURES}/openai:m"))
     assert refittable(SHIPPED)
+
+
+def test_a_fit_that_names_no_taught_head_is_taken_as_fit_for_any(tmp_path: Path) -> None:
+    """Recipes written before ``[fit]`` named the taught head keep working as they did."""
+    older = tmp_path / f"{TAUGHT}.toml"
+    older.write_text(SHIPPED_TEXT.replace(f'taught = "{WORDLLAMA}"\n', ""))
+    recipe = Recipe.from_toml(older)
+    assert "taught" not in (recipe.fit or {})
+    assert recipe.fit_for(FitFor(EMBEDDED, "qualeqs-v2", f"{FEATURES}/openai:m"))
+
+
+def test_a_service_embedding_with_another_model_finds_the_recipe_stale(
+    make_client: Callable[..., TestClient], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same judge and prompt, another embedder: the stacker weighs the taught head's
+    log-odds as wordllama's regressions spread them, so the recipe is refit (here: reported)."""
+    same = make_client(judge_model=EMBEDDED)
+    assert metric(same, 'eqs_reward_recipe_fit_stale{recipe="qualeqs-taught"}') == 0
+    with caplog.at_level(logging.WARNING, logger="eqs_reward.refit"):
+        other = make_client(
+            judge_model=EMBEDDED,
+            embeddings_url="http://127.0.0.1:9/v1",
+            embeddings_model="m",
+            embeddings_timeout_s=0.5,
+        )
+    assert metric(other, 'eqs_reward_recipe_fit_stale{recipe="qualeqs-taught"}') == 1
+    assert f"taught head {WORDLLAMA}; this service runs judge {EMBEDDED}" in caplog.text
+    assert f"taught head {FEATURES}/openai:m" in caplog.text
 
 
 def test_a_recipe_fit_for_another_judge_is_refit_and_kept(
@@ -54,7 +89,7 @@ def test_a_recipe_fit_for_another_judge_is_refit_and_kept(
     # 691 fitting cases less the bank's examples, every one judged
     assert fitted["fit"]["cases"] > 600 and stub.calls >= fitted["fit"]["cases"]
     assert metric(client, 'eqs_reward_recipe_fit_stale{recipe="qualeqs-taught"}') == 0
-    stored = tmp_path / "recipe-fits" / "stub--qualeqs-v2" / f"{TAUGHT}.toml"
+    stored = tmp_path / STUB_FITS / f"{TAUGHT}.toml"
     assert stored.is_file()
     # requests after the swap use (and name) the refit
     body = score_body(item("gaming laptop", "Which laptops under $900 have an RTX 4060?"))
@@ -106,10 +141,9 @@ def test_a_stored_fit_of_an_older_shipped_version_is_not_used(
     make_client: Callable[..., TestClient], tmp_path: Path
 ) -> None:
     """After an upgrade ships a new version of the recipe, a fit of the old one is stale."""
-    stored = tmp_path / "recipe-fits" / "stub--qualeqs-v2" / f"{TAUGHT}.toml"
+    stored = tmp_path / STUB_FITS / f"{TAUGHT}.toml"
     stored.parent.mkdir(parents=True)
-    shipped = (Path(__file__).parents[2] / "prompts" / "recipes" / f"{TAUGHT}.toml").read_text()
-    old = shipped.replace('judge_model = "smollm2-135m-instruct"', 'judge_model = "stub"')
+    old = SHIPPED_TEXT.replace('judge_model = "smollm2-135m-instruct"', 'judge_model = "stub"')
     old = old.replace("date = ", f"refit_of = {SHIPPED.version - 1}\ndate = ")
     old = old.replace(f"version = {SHIPPED.version}", f"version = {SHIPPED.version + 7}")
     stored.write_text(old)

@@ -190,7 +190,7 @@ async def test_a_new_bank_version_gets_its_model_stored_at_once(tmp_path: Path) 
             assert added.status_code == 201, added.text
             version = added.json()["version"]
             store = app.state.bank
-            family = app.state.scoring.heads.taught._family
+            family = app.state.scoring.heads.taught.family
             for _ in range(200):  # fitted in the background, the write's answer did not wait
                 stored = await store.get_taught(version, family)
                 if stored is not None:
@@ -248,7 +248,7 @@ async def test_a_version_written_around_the_service_is_fitted_on_first_use(
     with TestClient(app) as client:
         body = _post(client, "office chair", "Any chairs?", fewshot_version=written.version)
         assert body["meta"]["recipe"]["heads"]["taught"].startswith(FEATURES)
-        family = app.state.scoring.heads.taught._family
+        family = app.state.scoring.heads.taught.family
         stored = client.portal.call(app.state.bank.get_taught, written.version, family)  # type: ignore[union-attr]
     assert stored is not None
 

@@ -126,8 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     heads.add_argument(
         "--cases", default=None, help="labeled cases JSONL: novelty vs information gain"
     )
-    heads.add_argument("--embeddings-url", default=None, help="an OpenAI-compatible …/v1")
-    heads.add_argument("--embeddings-model", default="")
+    _embeddings_options(heads)
     heads.add_argument("--out", default="runs/heads")
     heads.set_defaults(func=cmd_heads_report)
 
@@ -194,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit_weights.add_argument("--url", default=DEFAULT_URL)
     fit_weights.add_argument("--out", default="prompts/recipes/qualeqs-taught.toml")
+    _embeddings_options(fit_weights, "the service's (EQS_REWARD_EMBEDDINGS_URL)")
     fit_weights.set_defaults(func=cmd_fidelity_fit)
 
     bank = sub.add_parser("bank", help="the versioned few-shot bank")
@@ -221,3 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true")
     check.set_defaults(func=cmd_bank_check)
     return parser
+
+
+def _embeddings_options(parser: argparse.ArgumentParser, whose: str = "") -> None:
+    """Which embedder a command uses: an OpenAI-compatible endpoint, else wordllama's."""
+    note = f"; {whose}" if whose else ""
+    parser.add_argument(
+        "--embeddings-url",
+        default=None,
+        help=f"an OpenAI-compatible …/v1 (default: wordllama{note})",
+    )
+    parser.add_argument("--embeddings-model", default="", help="the model name at that URL")

@@ -84,10 +84,19 @@ def cmd_fidelity_fit(args: argparse.Namespace) -> int:
     with RewardClient(args.url) as client:
         bank = client.fewshot()
     examples = [Example.model_validate(e, strict=False) for e in bank["examples"]]
-    result = fidelity.fit_stacking(args.url, Path(args.out), examples)
+    result = fidelity.fit_stacking(args.url, Path(args.out), examples, _embedder(args))
     print(json.dumps(result, indent=1, default=str))
     print(f"recipe: {args.out}")
     return 0
+
+
+def _embedder(args: argparse.Namespace) -> Any:
+    """The embedder the options name: an OpenAI-compatible endpoint, else wordllama's."""
+    from eqs_reward.server.heads import OpenAIEmbedder, WordLlamaEmbedder
+
+    if args.embeddings_url:
+        return OpenAIEmbedder(args.embeddings_url, args.embeddings_model)
+    return WordLlamaEmbedder()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -101,13 +110,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_heads_report(args: argparse.Namespace) -> int:
     require("server", "heads-report")
     from eqs_reward.offline import heads_report
-    from eqs_reward.server.heads import OpenAIEmbedder, WordLlamaEmbedder
 
-    embedder: Any = (
-        OpenAIEmbedder(args.embeddings_url, args.embeddings_model)
-        if args.embeddings_url
-        else WordLlamaEmbedder()
-    )
+    embedder = _embedder(args)
     cases = Path(args.cases) if args.cases else None
     report = asyncio.run(
         heads_report.measure_exclusivity(

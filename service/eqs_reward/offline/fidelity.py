@@ -19,6 +19,7 @@ set to 1 (for a product of per-dimension terms, exactly that term).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import statistics
@@ -39,6 +40,7 @@ from eqs_reward.server.heads.stacking import (
     stacking_cases,
     write_recipe,
 )
+from eqs_reward.server.recipes import FitFor
 from eqs_reward.types import DIMENSIONS, ScoreMode
 
 __all__ = [
@@ -189,17 +191,26 @@ def check(report: dict[str, Any], floors: dict[str, Any]) -> list[str]:
 
 
 # -- fitting the stacking -------------------------------------------------------------------
-def fit_stacking(url: str, recipe_path: Path, examples: Sequence[Any]) -> dict[str, Any]:
+def fit_stacking(
+    url: str, recipe_path: Path, examples: Sequence[Any], embedder: Any = None
+) -> dict[str, Any]:
     """Fit the taught recipe's stacking on the fitting cases and write the recipe.
 
     The judge's soft scores come from the service at ``url`` (recipe ``qualeqs``: the judge
     alone, with the bank's examples in its prompt; ``examples`` are those, kept out of the
-    cases); never fit on the validation split."""
+    cases); never fit on the validation split. The taught head's out-of-fold probabilities
+    come from ``embedder`` (default: the packaged wordllama), which should be the service's:
+    the recipe names it, and a service with another refits the recipe."""
+    from eqs_reward.server.heads import WordLlamaEmbedder
+    from eqs_reward.server.heads.taught import TaughtHead
+
+    head = TaughtHead(embedder or WordLlamaEmbedder(), training=())
     cases = stacking_cases(examples)
     scored, meta = _score(url, cases, "qualeqs", "soft", cache=True)
-    fit = fit_scored(cases, scored, asyncio.run(oof_taught(cases, examples)))
-    write_recipe(recipe_path, fit, str(meta.get("judge_model")), str(meta.get("prompt_version")))
-    return {**fit, "judge_model": meta.get("judge_model")}
+    fit = fit_scored(cases, scored, asyncio.run(oof_taught(cases, examples, head)))
+    target = FitFor(str(meta.get("judge_model")), str(meta.get("prompt_version")), head.family)
+    write_recipe(recipe_path, fit, target)
+    return {**fit, **dataclasses.asdict(target)}
 
 
 # -- the report -------------------------------------------------------------------------------

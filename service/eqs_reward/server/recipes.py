@@ -41,6 +41,7 @@ __all__ = [
     "HEAD_SETTINGS",
     "HEAD_SET_SIGNALS",
     "HEAD_SIGNALS",
+    "FitFor",
     "Recipe",
     "RecipeError",
     "load_recipes",
@@ -242,6 +243,18 @@ def _evaluate(node: Any, values: Mapping[str, float], rows: Sequence[Mapping[str
     return min(per) if op == "min_over" else max(per)
 
 
+@dataclass(frozen=True, slots=True)
+class FitFor:
+    """What a stacking recipe is fit for, as its ``[fit]`` table names it: the judge model,
+    its prompt version, and the taught head's family (``TaughtHead.family``: its features and
+    embedder). The stacker weighs the judge's and the taught head's log-odds as that judge and
+    that embedder's regressions spread them; a service running another is refit."""
+
+    judge_model: str
+    prompt_version: str
+    taught: str
+
+
 @dataclass(frozen=True)
 class Recipe:
     """One versioned recipe (see the module docstring)."""
@@ -278,7 +291,7 @@ class Recipe:
     @property
     def fit(self) -> dict[str, Any] | None:
         """What a fitted recipe's stacking was fit for (its ``[fit]`` table: ``judge_model``,
-        ``prompt_version``, ``cases``, ``date``); None for a recipe set by hand."""
+        ``prompt_version``, ``taught``, ``cases``, ``date``); None for a recipe set by hand."""
         fit = self.source.get("fit")
         return dict(fit) if isinstance(fit, dict) else None
 
@@ -289,12 +302,14 @@ class Recipe:
         value = fit.get("refit_of")
         return value if isinstance(value, int) else None
 
-    def fit_for(self, judge_model: str, prompt_version: str) -> bool:
-        """Whether the stacking was fit for this judge and prompt (True when nothing stacks)."""
+    def fit_for(self, target: FitFor) -> bool:
+        """Whether the stacking was fit for ``target`` (True when nothing stacks). A fit that
+        names no taught head (written before fits named it) is taken as fit for any."""
         fit = self.fit
         if not self._stacks or fit is None:
             return not self._stacks
-        return (fit["judge_model"], fit["prompt_version"]) == (judge_model, prompt_version)
+        named = (fit["judge_model"], fit["prompt_version"], fit.get("taught", target.taught))
+        return named == (target.judge_model, target.prompt_version, target.taught)
 
     def judge_mode(self, mode: ScoreMode) -> ScoreMode:
         """The mode the recipe's LLM heads are asked in for a request in ``mode``: soft
@@ -401,8 +416,12 @@ class Recipe:
         if fit is not None and not (
             isinstance(fit, dict)
             and all(isinstance(fit.get(k), str) for k in ("judge_model", "prompt_version"))
+            and isinstance(fit.get("taught", ""), str)
         ):
-            raise RecipeError(f"{path}: [fit] needs judge_model and prompt_version (strings)")
+            raise RecipeError(
+                f"{path}: [fit] needs judge_model and prompt_version (strings; taught, when "
+                "given, a string too)"
+            )
         _check(data["suggestion_reward"], _Scope(per, False), f"{path.name}:suggestion_reward")
         _check(data["set_reward"], _Scope(per, True, sets), f"{path.name}:set_reward")
         return cls(

@@ -1,15 +1,17 @@
-"""Keeping a stacking recipe fit for the judge the service runs.
+"""Keeping a stacking recipe fit for the judge and taught head the service runs.
 
 A recipe that stacks (``qualeqs-taught``) combines the judge's soft scores with the taught
 head's by coefficients fit on the judge's scores of labeled cases: for one judge model and
-prompt, named in the recipe's ``[fit]`` table. Another judge reads the same cases on another
-scale (a large judge is worth far more weight than the 135M embedded one), so at start the
-service compares every stacking recipe's fit with its own judge and prompt:
+prompt, and the taught head of one embedder, named in the recipe's ``[fit]`` table
+(``recipes.FitFor``). Another judge reads the same cases on another scale (a large judge is
+worth far more weight than the 135M embedded one), and another embedder
+(``EQS_REWARD_EMBEDDINGS_URL``) spreads the taught head's log-odds differently, so at start the
+service compares every stacking recipe's fit with its own:
 
-- a fit for them that this service made before (``<data dir>/recipe-fits/<judge>--<prompt>/``)
-  of the same packaged recipe version (its ``[fit] refit_of``) replaces the packaged recipe, so
-  switching judges back and forth refits each once, and an upgrade that ships a new version of
-  the recipe is refit again;
+- a fit for them that this service made before
+  (``<data dir>/recipe-fits/<judge>--<prompt>--<taught head>/``) of the same packaged recipe
+  version (its ``[fit] refit_of``) replaces the packaged recipe, so switching judges back and
+  forth refits each once, and an upgrade that ships a new version of the recipe is refit again;
 - otherwise the recipe is **stale**: logged, ``eqs_reward_recipe_fit_stale{recipe}`` is 1 and
   ``GET /v1/recipes`` shows its ``fit``. With ``EQS_REWARD_RECIPE_REFIT=background`` (the
   default) the service refits it in the background, as ``eqs-reward fidelity fit`` does: it
@@ -28,6 +30,7 @@ arrive at the same recipe.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import re
@@ -35,7 +38,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from eqs_reward.server.recipes import Recipe, RecipeError
+from eqs_reward.server.recipes import FitFor, Recipe, RecipeError
 from eqs_reward.server.schemas import ScoreRequest
 from eqs_reward.types import SuggestionScore
 
@@ -57,22 +60,23 @@ MIN_SCORED = 0.9
 RETRY_S = (30.0, 60.0, 120.0, 300.0, 600.0)
 
 
-def fits_dir(settings: Settings, judge_model: str, prompt_version: str) -> Path:
-    """Where this service keeps its fits for one judge and prompt."""
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{judge_model}--{prompt_version}")
+def fits_dir(settings: Settings, target: FitFor) -> Path:
+    """Where this service keeps its fits for one judge, prompt and taught head family."""
+    named = f"{target.judge_model}--{target.prompt_version}--{target.taught}"
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", named)
     return settings.data_dir / "recipe-fits" / slug
 
 
 def with_stored_fits(
-    recipes: dict[str, Recipe], settings: Settings, judge_model: str, prompt_version: str
+    recipes: dict[str, Recipe], settings: Settings, target: FitFor
 ) -> dict[str, Recipe]:
     """``recipes`` with every stale stacking recipe replaced by this service's stored fit for
-    the judge and prompt, where there is one (a broken file is logged and skipped)."""
-    folder = fits_dir(settings, judge_model, prompt_version)
+    ``target``, where there is one (a broken file is logged and skipped)."""
+    folder = fits_dir(settings, target)
     out = dict(recipes)
     for name, recipe in recipes.items():
         path = folder / f"{name}.toml"
-        if recipe.fit_for(judge_model, prompt_version) or not path.is_file():
+        if recipe.fit_for(target) or not path.is_file():
             continue
         try:
             stored = Recipe.from_toml(path)
@@ -80,7 +84,7 @@ def with_stored_fits(
             log.warning("ignoring a stored recipe fit: %s", exc)
             continue
         # a fit of this very recipe version (an upgrade that ships another one is refit)
-        if stored.fit_for(judge_model, prompt_version) and stored.refit_of == recipe.version:
+        if stored.fit_for(target) and stored.refit_of == recipe.version:
             out[name] = stored
     return out
 
@@ -91,15 +95,12 @@ class Refitter:
     def __init__(self, scoring: ScoringService) -> None:
         self.scoring = scoring
         self.settings = scoring.settings
-        self.judge_model = scoring.judge.model
-        self.prompt_version = scoring.prompt.version
+        self.target = scoring.fit_target
 
     def stale(self) -> list[str]:
         """The stacking recipes not fit for this service's judge and prompt."""
         return sorted(
-            name
-            for name, recipe in self.scoring.recipes.items()
-            if not recipe.fit_for(self.judge_model, self.prompt_version)
+            name for name, recipe in self.scoring.recipes.items() if not recipe.fit_for(self.target)
         )
 
     def report(self) -> list[str]:
@@ -109,11 +110,10 @@ class Refitter:
             self.scoring.metrics.recipe_fit_stale.labels(name).set(1 if name in stale else 0)
             if name in stale:
                 log.warning(
-                    "recipe %s was fit for %s; this service runs judge %s with prompt %s: %s",
+                    "recipe %s was fit for %s; this service runs %s: %s",
                     recipe.key,
                     _described(recipe.fit),
-                    self.judge_model,
-                    self.prompt_version,
+                    _described(dataclasses.asdict(self.target)),
                     "refitting it in the background"
                     if self.settings.recipe_refit == "background"
                     else "EQS_REWARD_RECIPE_REFIT=background or `eqs-reward fidelity fit` "
@@ -160,20 +160,17 @@ class Refitter:
             raise RuntimeError(f"the judge scored {ok} of {len(cases)} fitting cases")
         taught = await stacking.oof_taught(cases, active.examples, scoring.heads.taught)
         fit = await asyncio.to_thread(stacking.fit_scored, cases, scored, taught)
-        path = fits_dir(self.settings, self.judge_model, self.prompt_version) / f"{name}.toml"
+        path = fits_dir(self.settings, self.target) / f"{name}.toml"
         base = scoring.recipes[name].version
-        await asyncio.to_thread(
-            stacking.write_recipe, path, fit, self.judge_model, self.prompt_version, base
-        )
+        await asyncio.to_thread(stacking.write_recipe, path, fit, self.target, base)
         recipe = Recipe.from_toml(path)
         scoring.install_recipe(recipe)
         scoring.metrics.recipe_fit_stale.labels(name).set(0)
         scoring.metrics.recipe_refits.labels(name, "done").inc()
         log.info(
-            "recipe %s refit for judge %s, prompt %s on %d cases: %s",
+            "recipe %s refit for %s on %d cases: %s",
             recipe.key,
-            self.judge_model,
-            self.prompt_version,
+            _described(dataclasses.asdict(self.target)),
             fit["cases"],
             path,
         )
@@ -224,4 +221,5 @@ def refittable(recipe: Recipe) -> bool:
 def _described(fit: dict[str, Any] | None) -> str:
     if fit is None:
         return "no judge it names"
-    return f"judge {fit['judge_model']} with prompt {fit['prompt_version']}"
+    taught = f", taught head {fit['taught']}" if "taught" in fit else ""
+    return f"judge {fit['judge_model']} with prompt {fit['prompt_version']}{taught}"

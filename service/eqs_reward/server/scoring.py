@@ -42,7 +42,7 @@ from eqs_reward.server.groups import GroupMemory, RedisGroupMemory
 from eqs_reward.server.guard import Guard
 from eqs_reward.server.heads import Embedder
 from eqs_reward.server.metrics import Metrics
-from eqs_reward.server.recipes import Recipe, RecipeError, load_recipes
+from eqs_reward.server.recipes import FitFor, Recipe, RecipeError, load_recipes
 from eqs_reward.server.refit import with_stored_fits
 from eqs_reward.server.review import ReviewQueue
 from eqs_reward.server.schemas import ScoreOptions, ScoreRequest
@@ -89,18 +89,17 @@ class ScoringService:
             if redis is None:
                 raise RuntimeError("EQS_REWARD_GROUP_MEMORY=redis needs EQS_REWARD_REDIS_URL")
             self.groups = RedisGroupMemory(redis.redis, settings.redis_key_prefix)
+        self.heads = Heads(settings, prompt, bank, metrics, embedder, catalog)
+        #: What this service's stacking recipes must be fit for (``eqs_reward.server.refit``).
+        self.fit_target = FitFor(judge.model, prompt.version, self.heads.taught.family)
         self.recipes = with_stored_fits(
-            recipes or load_recipes(settings.prompts_path / "recipes"),
-            settings,
-            judge.model,
-            prompt.version,
+            recipes or load_recipes(settings.prompts_path / "recipes"), settings, self.fit_target
         )
         if settings.default_recipe not in self.recipes:
             raise RecipeError(
                 f"EQS_REWARD_DEFAULT_RECIPE={settings.default_recipe!r}: no such recipe "
                 f"(known: {sorted(self.recipes)})"
             )
-        self.heads = Heads(settings, prompt, bank, metrics, embedder, catalog)
         self.plans = {name: self.heads.plan(recipe) for name, recipe in self.recipes.items()}
         #: Where requests' suggestions worth a look are sampled (set by the app when it is on).
         self.review: ReviewQueue | None = None

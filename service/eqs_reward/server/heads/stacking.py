@@ -11,6 +11,7 @@ background refit (``eqs_reward.server.refit``) both fit here and write the recip
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from typing import Any
 from eqs_reward._jsonl import read_jsonl
 from eqs_reward._resources import judge_cases_dir
 from eqs_reward.evaluation import roc_auc
+from eqs_reward.server.recipes import _STACKED_EPSILON, FitFor
 from eqs_reward.types import DIMENSIONS, SuggestionScore
 
 __all__ = [
@@ -102,8 +104,6 @@ async def oof_taught(
 
 def _logits(values: Sequence[float]) -> Any:
     import numpy as np
-
-    from eqs_reward.server.recipes import _STACKED_EPSILON
 
     p = np.clip(np.asarray(values, dtype=np.float64), _STACKED_EPSILON, 1 - _STACKED_EPSILON)
     return np.log(p / (1 - p))
@@ -217,17 +217,15 @@ def fit_scored(
     return {"cases": len(keep), "dimensions": fitted}
 
 
-def write_recipe(
-    path: Path, fit: dict[str, Any], judge_model: str, prompt_version: str, base_version: int = 0
-) -> int:
-    """Write the fitted recipe to ``path`` (its id: the file's name); its version: the file's
-    own when the terms are unchanged, else one more than the larger of the file's and
-    ``base_version`` (scores are cached under a recipe's version: a new fit must not meet old
-    entries)."""
+def write_recipe(path: Path, fit: dict[str, Any], target: FitFor, base_version: int = 0) -> int:
+    """Write the recipe fitted for ``target`` to ``path`` (its id: the file's name); its
+    version: the file's own when the terms are unchanged, else one more than the larger of the
+    file's and ``base_version`` (scores are cached under a recipe's version: a new fit must not
+    meet old entries)."""
     terms = {d: _stacked_term(d, fit["dimensions"][d]) for d in DIMENSIONS}
     version = _next_version(path, terms, base_version)
     path.parent.mkdir(parents=True, exist_ok=True)
-    head = {"judge_model": judge_model, "prompt_version": prompt_version, "cases": fit["cases"]}
+    head = {**dataclasses.asdict(target), "cases": fit["cases"]}
     if base_version:  # a service's refit of a shipped recipe: which one (see server/refit.py)
         head["refit_of"] = base_version
     text = _recipe_text(path.stem, fit["dimensions"], terms, head, version)
@@ -276,16 +274,18 @@ def _recipe_text(
     fit: dict[str, Any],
     version: int,
 ) -> str:
-    """``fit``: the ``[fit]`` table (judge_model, prompt_version, cases; refit_of), dated."""
+    """``fit``: the ``[fit]`` table (``FitFor``'s fields, cases; refit_of), dated."""
     date = f"{datetime.now(UTC):%Y-%m-%d}"
     fit = {**fit, "date": date}
     judge_model, prompt_version, cases = fit["judge_model"], fit["prompt_version"], fit["cases"]
+    taught = fit["taught"]
     lines = [
         "# QualEQS with the taught head: per dimension, a logistic stacker over the judge's soft",
         "# score and the taught head's probability, fit on labels (not set by hand):",
         "#   eqs-reward fidelity fit  (against a service running the judge it is fit for)",
         f"# Fit {date} on {cases} packaged training cases (held-out queries",
-        f"# and the bank's examples left out) for judge {judge_model}, prompt {prompt_version};",
+        f"# and the bank's examples left out) for judge {judge_model}, prompt {prompt_version},",
+        f"# taught head {taught};",
         "# out-of-fold ROC AUC per dimension (judge alone / taught alone / stacked):",
     ]
     for d in DIMENSIONS:
@@ -306,8 +306,8 @@ def _recipe_text(
         "[heads.judge]",
         "[heads.taught]",
         "",
-        "# What the stacking was fit for: the service refits it when its judge or prompt differ",
-        "# (EQS_REWARD_RECIPE_REFIT).",
+        "# What the stacking was fit for: the service refits it when its judge, prompt or",
+        "# taught head (features, embedder) differ (EQS_REWARD_RECIPE_REFIT).",
         "[fit]",
         *(f"{key} = {json.dumps(value)}" for key, value in fit.items()),
         "",

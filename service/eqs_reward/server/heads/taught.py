@@ -332,7 +332,7 @@ class TaughtHead:
         """Fit and store the model of a bank version (the bank service calls this)."""
         model = await self.fit(version.examples)
         if self._store is not None and not version.tag:
-            await self._store[1](version.version, self._family, model.to_json())
+            await self._store[1](version.version, self.family, model.to_json())
         self._loaded.pop(version.cache_id, None)
         return model
 
@@ -368,15 +368,16 @@ class TaughtHead:
 
     async def _read_or_fit(self, version: Any) -> TaughtModel:
         if self._store is not None and not version.tag:
-            stored = await self._store[0](version.version, self._family)
+            stored = await self._store[0](version.version, self.family)
             if stored is not None:
                 return TaughtModel.from_json(stored)
         return await self.refit(version)
 
     @property
-    def _family(self) -> str:
+    def family(self) -> str:
         """What a stored model is keyed by beside the version: features and embedder (a model
-        of other features or another embedder's vectors is not this one's)."""
+        of other features or another embedder's vectors is not this one's). A stacking recipe
+        names the family its taught probabilities came from (``[fit] taught``)."""
         return f"{FEATURES}/{self.embedder.name}"
 
     async def head_version(self, bank_version: Any) -> str:
