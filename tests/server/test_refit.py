@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from eqs_reward.judge.stub import StubJudge
+from eqs_reward.server import refit
 from eqs_reward.server.heads.taught import FEATURES
 from eqs_reward.server.recipes import FitFor, Recipe, load_recipes
 from eqs_reward.server.refit import refittable
@@ -104,6 +105,22 @@ def test_a_recipe_fit_for_another_judge_is_refit_and_kept(
     time.sleep(0.5)
     assert stub.calls == calls
     assert metric(again, "eqs_reward_recipe_refits_total") == 0
+
+
+def test_the_refit_waits_for_a_judge_still_starting(
+    make_client: Callable[..., TestClient], stub: StubJudge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An embedded judge takes about a minute to start: the refit asks nothing of it until
+    it answers its readiness probe, then refits (not 691 failed calls and a backoff)."""
+    monkeypatch.setattr(refit, "JUDGE_WAIT_S", 0.05)
+    stub.behaviour.starting = True
+    client = make_client(recipe_refit="background")
+    time.sleep(1.0)
+    assert stub.calls == 0
+    assert metric(client, "eqs_reward_recipe_refits_total") == 0
+    stub.behaviour.starting = False
+    assert refit_done(client)["fit"]["judge_model"] == "stub"
+    assert metric(client, 'eqs_reward_recipe_refits_total{outcome="failed"') == 0
 
 
 def test_with_refit_off_a_stale_recipe_is_only_reported(

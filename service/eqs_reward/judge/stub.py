@@ -39,6 +39,7 @@ class StubBehaviour:
     delay_s: float = 0.0  # sleep before answering
     p_one: float = 0.9  # soft mode: probability put on the chosen digit
     follow_examples: bool = False  # answer like a few-shot example showing the same suggestion
+    starting: bool = False  # a judge still loading: /v1/models and every call answer 503
 
 
 @dataclass
@@ -71,6 +72,8 @@ class StubJudge:
         if self.keep_requests:
             self.requests.append(body)
         b = self.behaviour
+        if b.starting:
+            return JSONResponse({"error": {"message": "stub starting"}}, status_code=503)
         if b.delay_s:
             await asyncio.sleep(b.delay_s)
         if b.fail_next > 0:
@@ -141,6 +144,8 @@ class StubJudge:
         return out
 
     async def models(self, _: Request) -> JSONResponse:
+        if self.behaviour.starting:
+            return JSONResponse({"error": {"message": "stub starting"}}, status_code=503)
         return JSONResponse({"object": "list", "data": [{"id": "stub", "object": "model"}]})
 
     async def health(self, _: Request) -> JSONResponse:

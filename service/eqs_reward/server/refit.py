@@ -38,6 +38,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from eqs_reward.judge import JudgeError
 from eqs_reward.server.recipes import FitFor, Recipe, RecipeError
 from eqs_reward.server.schemas import ScoreRequest
 from eqs_reward.types import SuggestionScore
@@ -56,6 +57,8 @@ JUDGE_RECIPE = "qualeqs"
 BATCH = 32
 #: A refit needs the judge's scores of at least this share of the fitting cases.
 MIN_SCORED = 0.9
+#: Seconds between readiness probes of a judge still starting, before the first refit.
+JUDGE_WAIT_S = 2.0
 #: Seconds before retrying a failed refit: doubled each time, up to the last.
 RETRY_S = (30.0, 60.0, 120.0, 300.0, 600.0)
 
@@ -123,7 +126,9 @@ class Refitter:
 
     async def run(self, stale: list[str]) -> None:
         """Refit the ``stale`` recipes (``report()``'s), retrying each until it is done (a
-        background task)."""
+        background task), once the judge answers."""
+        if stale:
+            await self._judge_answers()
         for name in stale:
             recipes = self.scoring.recipes
             if not refittable(recipes[name]) or JUDGE_RECIPE not in recipes:
@@ -146,6 +151,17 @@ class Refitter:
                     wait = RETRY_S[min(attempt, len(RETRY_S) - 1)]
                     log.warning("refitting %s failed (%s); retrying in %.0f s", name, exc, wait)
                     await asyncio.sleep(wait)
+
+    async def _judge_answers(self) -> None:
+        """Wait until the judge answers its readiness probe: the embedded judge takes about a
+        minute to start, and a refit begun before it would fail every call and then wait out
+        a backoff (seen: 691 failed calls, then 30 s idle with the judge up)."""
+        while True:
+            try:
+                await self.scoring.judge.ping()
+                return
+            except JudgeError:
+                await asyncio.sleep(JUDGE_WAIT_S)
 
     async def refit(self, name: str) -> Recipe:
         """Fit ``name``'s stacking on this judge's scores, store it and swap it in."""
