@@ -30,6 +30,26 @@ def stored_thresholds(url: str, version: int | None) -> tuple[dict[str, float], 
     return dict(body["thresholds"]), int(body["version"]), bool(body["fitted"])
 
 
+def pass_thresholds(
+    url: str, version: int | None, recipe: str | None, mode: ScoreMode
+) -> tuple[dict[str, float], int, str]:
+    """Where each dimension field passes, the version the calibration belongs to, and where
+    the cut comes from: a stacking recipe's stored calibration (its fields are stacked
+    probabilities, in either mode), else the few-shot version's calibration in soft mode,
+    else 0.5 (binary verdicts)."""
+    with RewardClient(url) as client:
+        listing = client.recipes()
+    thresholds, pinned, fitted = stored_thresholds(url, version)
+    name = recipe or listing["default"]
+    served: dict[str, Any] = next((r for r in listing["recipes"] if r["id"] == name), {})
+    if served.get("pass_thresholds"):
+        source = f"recipe {name} version {served['version']}: its stored calibration"
+        return dict(served["pass_thresholds"]), pinned, source
+    if mode == "soft" and fitted:
+        return thresholds, pinned, f"few-shot version {pinned}: its calibration"
+    return dict.fromkeys(DIMENSIONS, 0.5), pinned, "0.5"
+
+
 def signal_aucs(cases: list[dict[str, Any]], response: ScoreResponse) -> dict[str, Any]:
     """Every head signal's ROC AUC against every label the cases carry (a case scored alone:
     set-level signals and a suggestion's distance from its siblings are constant, so NaN)."""
@@ -60,9 +80,7 @@ def run_cases(
     recipe: str | None = None,
 ) -> dict[str, Any]:
     cases = read_jsonl(cases_path)
-    thresholds, pinned, fitted = stored_thresholds(url, version)
-    if mode == "binary":
-        thresholds, fitted = dict.fromkeys(DIMENSIONS, 0.5), False
+    thresholds, pinned, source = pass_thresholds(url, version, recipe, mode)
     reports = []
     with RewardClient(url, k=1, score_mode=mode, fewshot_version=pinned, recipe=recipe) as client:
         for run in range(repeats):
@@ -95,7 +113,8 @@ def run_cases(
         **result.meta.to_dict(),
         "cases_file": str(cases_path),
         "repeats": repeats,
-        "calibrated": fitted,
+        "calibrated": source != "0.5",
+        "thresholds_from": source,
     }
     if repeats > 1:
         report["repeats"] = summarise_runs(reports)
@@ -174,8 +193,8 @@ def print_cases_table(report: dict[str, Any]) -> None:
         f"judge {meta.get('judge_model')}  prompt {meta.get('prompt_version')}  few-shot "
         f"v{meta.get('fewshot_version')}  mode {meta.get('score_mode')}  "
         f"{report['judged']}/{report['cases']} cases judged"
-        f"{'  (calibrated thresholds)' if meta.get('calibrated') else ''}"
     )
+    print(f"pass thresholds: {meta.get('thresholds_from', '0.5')}")
     header = (
         f"{'dimension':<18} {'agree':>6} {'kappa':>6} {'AUC':>6} {'fail P':>6} "
         f"{'fail R':>6}   TP  FP  FN  TN"

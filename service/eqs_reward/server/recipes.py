@@ -13,8 +13,9 @@ values and evaluated here; nothing in the file is ever executed as code:
   ``one_minus`` and ``clip`` (to [0, 1]) of one expression; ``stacked``, a logistic model over
   probabilities fit on labels (``{terms = [...], coef = [...], intercept = x, threshold = t,
   power = p}``: ``sigmoid(intercept + sum coef * logit(term)) ** power``; ``threshold`` is the
-  stored calibration, the cut that best separates the labels out of fold, kept with the fit
-  and not applied to rewards; ``eqs-reward fidelity fit`` writes these); and, in the set
+  stored calibration, the cut that best separates the labels out of fold, where pass/fail
+  measures cut (``Recipe.pass_thresholds``) and not applied to rewards; ``eqs-reward fidelity
+  fit`` writes these); and, in the set
   expression only,
   aggregations over the suggestions: ``mean_over``, ``any_over`` (GQR's ``1 - prod(1 - x)``),
   ``sum_over``, ``min_over``, ``max_over``.
@@ -176,7 +177,8 @@ def _stacked(arg: dict[str, Any], terms: Sequence[float]) -> float:
     probability = 1.0 / (1.0 + math.exp(-min(50.0, max(-50.0, logit))))
     # Binary mode gets the probability too: thresholded, 3 of 6 GRPO-shaped groups of
     # real-query completions got one reward for all 8 samples (tests/vllm/test_fidelity.py),
-    # where the probability leaves 0 of 6 without spread. ``threshold`` is stored, not applied.
+    # where the probability leaves 0 of 6 without spread. ``threshold`` is where pass/fail
+    # measures cut (``pass_thresholds``), not applied here.
     return float(probability ** arg["power"])
 
 
@@ -334,6 +336,24 @@ class Recipe:
             out[used.pop()] = term
         return out
 
+    @cached_property
+    def pass_thresholds(self) -> dict[str, float] | None:
+        """When every dimension is a stacker, the stored calibration as a cut on each
+        dimension field: its ``threshold`` (the stacked probability's best balanced accuracy
+        out of fold) raised to its ``power``, as the field is. Pass/fail measures read it
+        (``eqs-reward eval``: agreement, kappa, precision and recall); the reward keeps the
+        probability, in binary mode too (see ``_stacked``). None for any other recipe."""
+        terms = self.dimension_terms
+        if terms is None or not all(isinstance(terms[d], dict) for d in DIMENSIONS):
+            return None
+        stacks = [terms[d].get("stacked") for d in DIMENSIONS]
+        if not all(isinstance(stack, dict) for stack in stacks):
+            return None
+        return {
+            d: float(stack["threshold"]) ** float(stack["power"])
+            for d, stack in zip(DIMENSIONS, stacks, strict=True)
+        }
+
     def dimensions(self, signals: Mapping[str, float]) -> dict[str, float] | None:
         """Each dimension's value (see ``dimension_terms``), or None."""
         terms = self.dimension_terms
@@ -367,6 +387,7 @@ class Recipe:
             "suggestion_reward": self.suggestion,
             "set_reward": self.set,
             "fit": self.fit,
+            "pass_thresholds": self.pass_thresholds,
         }
 
     @classmethod

@@ -294,7 +294,8 @@ def _recipe_text(
             f"#   {d}: {f['auc_judge']:.3f} / {f['auc_taught']:.3f} / {f['auc_stacked']:.3f}"
         )
     lines += [
-        "# threshold: the stored calibration (best balanced accuracy out of fold), not applied",
+        "# threshold: the stored calibration (best balanced accuracy out of fold): where",
+        "#   pass/fail measures cut (eqs-reward eval); not applied to the reward",
         "#   r(s) = product over the three dimensions of the stacked value (to its power)",
         "#   r_q  = r_f * mean_s r(s)",
         "",
