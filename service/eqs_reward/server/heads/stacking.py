@@ -74,20 +74,18 @@ STACKER_C = 1.0
 
 
 async def oof_taught(
-    cases: Sequence[dict[str, Any]], examples: Sequence[Any], head: Any = None
+    cases: Sequence[dict[str, Any]], examples: Sequence[Any], head: Any
 ) -> dict[str, list[float]]:
     """The taught head's out-of-fold probabilities on ``cases`` (5 folds grouped by query),
-    each fold's model fit and read through the service's own head (``TaughtHead.fit_cases``
-    and ``predict``; ``head``: the service's, with its embedder; default: one on the packaged
-    wordllama): the bank's examples plus the other folds."""
+    each fold's model fit and read through ``head`` (``TaughtHead.fit_cases`` and
+    ``predict``; the service's, or one on the embedder the recipe is fit for, whose family
+    the recipe names): the bank's examples plus the other folds."""
     import numpy as np
     from sklearn.model_selection import GroupKFold
 
     from eqs_reward.judge.cases import LabeledCase
-    from eqs_reward.server.heads import WordLlamaEmbedder
-    from eqs_reward.server.heads.taught import TaughtHead, as_case
+    from eqs_reward.server.heads.taught import as_case
 
-    head = head or TaughtHead(WordLlamaEmbedder(), training=())
     labeled = [LabeledCase.model_validate(c) for c in cases]
     bank = [as_case(e) for e in examples]
     groups = [c.context.query for c in labeled]
