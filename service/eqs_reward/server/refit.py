@@ -101,7 +101,7 @@ class Refitter:
         self.target = scoring.fit_target
 
     def stale(self) -> list[str]:
-        """The stacking recipes not fit for this service's judge and prompt."""
+        """The stacking recipes not fit for this service's judge, prompt and taught head."""
         return sorted(
             name for name, recipe in self.scoring.recipes.items() if not recipe.fit_for(self.target)
         )
